@@ -86,6 +86,19 @@ pub fn decode(
     }
 }
 
+/// A Salesforce record that was queried without `Id` still names itself in `attributes.url`
+/// (`/services/data/vXX.X/sobjects/Account/001...`), as the query examples in Salesforce's REST
+/// guide show.
+fn implied_id<'a>(mapper: &Mapper, e: Entity, r: &'a Value) -> Option<&'a str> {
+    if mapper.kind != CrmKind::Salesforce || mapper.record_id(e, r, None).is_ok() {
+        return None;
+    }
+    r.pointer("/attributes/url")
+        .and_then(Value::as_str)
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|id| !id.is_empty())
+}
+
 fn unrecognised(kind: CrmKind, reason: impl Into<String>) -> PayloadError {
     PayloadError::Unrecognised {
         kind: kind.to_string(),
@@ -121,7 +134,7 @@ fn map_all(
         .map(|(i, r)| {
             let at = format!("{prefix}[{i}]");
             match entity_of(r) {
-                Ok(e) => Item::mapped(at, mapper.map_record(e, r, None)),
+                Ok(e) => Item::mapped(at, mapper.map_record(e, r, implied_id(mapper, e, r))),
                 Err(err) => Item {
                     at,
                     outcome: Outcome::Failed(err),
@@ -154,6 +167,12 @@ fn contract(mapper: &Mapper, v: &Value, at: &str) -> Result<Item, PayloadError> 
         .or_else(|| mapper.entity_for_object(entity_name))
         .ok_or_else(|| field("entity", "expected account or contact"))?;
     let op = v["operation"].as_str().unwrap_or_default();
+    if !matches!(op, "create" | "update" | "delete" | "undelete") {
+        return Err(field(
+            "operation",
+            "expected create, update, delete or undelete",
+        ));
+    }
     let record = v.get("record").filter(|r| !r.is_null());
     let raw_id = v
         .get("id")
@@ -170,7 +189,7 @@ fn contract(mapper: &Mapper, v: &Value, at: &str) -> Result<Item, PayloadError> 
     };
     Ok(match (op, record) {
         ("delete", _) => Item::notice(at, Notice::Change(delete(mapper, entity, id, modified_at))),
-        ("create" | "update" | "undelete", Some(r)) => {
+        (_, Some(r)) => {
             let mut item = Item::mapped(at, mapper.map_record(entity, r, Some(&id)));
             if let Outcome::Notice {
                 notice: Notice::Change(c),
@@ -182,7 +201,7 @@ fn contract(mapper: &Mapper, v: &Value, at: &str) -> Result<Item, PayloadError> 
             }
             item
         }
-        ("create" | "update" | "undelete", None) => Item::notice(
+        (_, None) => Item::notice(
             at,
             Notice::Fetch(FetchHint {
                 source: mapper.source.clone(),
