@@ -1,1 +1,9 @@
+//! Reading CRMs. [`reader`] is the port every step that reads a CRM is written against: list a
+//! page from a cursor or checkpoint, fetch records by id. [`memory`] is its in-memory adapter for
+//! tests and the local runner's examples; the HTTP clients for each CRM implement the same trait.
 
+pub mod memory;
+pub mod reader;
+
+pub use memory::MemoryCrm;
+pub use reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};

@@ -86,6 +86,12 @@ pub fn decode(
     }
 }
 
+/// Maps records listed from the CRM's API (a page's records, fetched records): the entity is
+/// known, the envelope already removed.
+pub fn map_records(mapper: &Mapper, entity: Entity, list: &[Value]) -> Vec<Item> {
+    map_all(mapper, list, "records", |_| Ok(entity))
+}
+
 /// A Salesforce record that was queried without `Id` still names itself in `attributes.url`
 /// (`/services/data/vXX.X/sobjects/Account/001...`), as the query examples in Salesforce's REST
 /// guide show.
@@ -210,12 +216,6 @@ fn contract(mapper: &Mapper, v: &Value, at: &str) -> Result<Item, PayloadError> 
                 reason: format!("{op} notification without a record"),
             }),
         ),
-        _ => {
-            return Err(field(
-                "operation",
-                "expected create, update, delete or undelete",
-            ));
-        }
     })
 }
 

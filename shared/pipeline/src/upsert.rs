@@ -1,0 +1,293 @@
+//! The upsert step: apply a batch of queue messages of mapped changes to Dataverse.
+//!
+//! Per batch: decode every message, dedupe by record (newest source timestamp wins; on a tie the
+//! later message), write accounts before contacts, and decide per message:
+//! - everything applied (or superseded by a newer change in the batch): done;
+//! - a contact whose parent account does not exist yet: re-sent to the retry queue with a delay
+//!   and a count, then to the DLQ with the reason once the budget is spent;
+//! - a permanent refusal (validation, privileges, a malformed message): to the DLQ with the
+//!   reason, and the message is done (retrying cannot help);
+//! - anything retryable (throttling, 5xx, a queue that would not take the re-sent work): the
+//!   message fails and comes back; rewriting what did apply is harmless, upserts are idempotent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use dataverse::{Applied, DataverseWriter, FailureKind, WriteError};
+use mapping::{Change, Entity, RecordKey, row};
+use tracing::{info, warn};
+
+use crate::message::{self, ChangeBatch, MAX_BODY_BYTES, Message};
+use crate::queue::{ERROR_ATTRIBUTE, MAX_DELAY, OutMessage, Queue};
+use crate::sources::Sources;
+
+/// One received message of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InMessage {
+    pub id: String,
+    pub body: String,
+}
+
+pub struct UpsertPorts<'a> {
+    pub sources: &'a Sources,
+    pub writer: &'a dyn DataverseWriter,
+    /// Where parked changes wait (a queue that supports per-message delays).
+    pub retry: &'a dyn Queue,
+    pub dlq: &'a dyn Queue,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpsertPolicy {
+    /// How many times a contact is parked waiting for its parent account before it is given up.
+    pub parent_retries: u32,
+    /// First parking delay; doubled each time, capped at SQS's 15 minutes.
+    pub parent_delay: Duration,
+}
+
+impl Default for UpsertPolicy {
+    fn default() -> Self {
+        UpsertPolicy {
+            parent_retries: 8,
+            parent_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpsertReport {
+    /// Ids of the messages that must be retried (not deleted from the queue).
+    pub failed: Vec<String>,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Deletes (or deactivations) of rows that were already gone.
+    pub absent: u64,
+    /// Changes skipped because a newer change to the same record was in the batch.
+    pub superseded: u64,
+    /// Changes with nothing to write (a delete under the `ignore` policy).
+    pub ignored: u64,
+    pub parked: u64,
+    pub dead_lettered: u64,
+    /// Changes left for a retry of their message.
+    pub retrying: u64,
+    /// Longest Retry-After Dataverse asked for, if it throttled.
+    pub throttled_for: Option<Duration>,
+}
+
+struct Pending {
+    msg: usize,
+    correlation_id: String,
+    attempt: u32,
+    change: Change,
+}
+
+pub async fn apply_changes(
+    messages: &[InMessage],
+    ports: &UpsertPorts<'_>,
+    policy: &UpsertPolicy,
+) -> UpsertReport {
+    let mut report = UpsertReport::default();
+    let mut failed = vec![false; messages.len()];
+    let mut dead: Vec<OutMessage> = Vec::new();
+    let mut dead_owner: Vec<usize> = Vec::new();
+
+    // Decode; a message that cannot be read goes to the DLQ as it is.
+    let mut pending: Vec<Pending> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        match message::decode(&m.body) {
+            Ok(env) => match env.body {
+                Message::Changes(ChangeBatch { attempt, changes }) => {
+                    pending.extend(changes.into_iter().map(|change| Pending {
+                        msg: i,
+                        correlation_id: env.correlation_id.clone(),
+                        attempt,
+                        change,
+                    }))
+                }
+                other => {
+                    dead.push(dead_letter(
+                        m.body.clone(),
+                        format!("not a changes message: {}", kind_of(&other)),
+                    ));
+                    dead_owner.push(i);
+                }
+            },
+            Err(e) => {
+                dead.push(dead_letter(m.body.clone(), e.to_string()));
+                dead_owner.push(i);
+            }
+        }
+    }
+
+    // Dedupe: the newest change of each record wins.
+    let mut winner: HashMap<RecordKey, usize> = HashMap::new();
+    for (i, p) in pending.iter().enumerate() {
+        let key = p.change.key();
+        match winner.get(&key) {
+            Some(&w) if pending[w].change.modified_at > p.change.modified_at => {}
+            _ => {
+                winner.insert(key, i);
+            }
+        }
+    }
+    report.superseded = (pending.len() - winner.len()) as u64;
+
+    // Build requests, accounts first.
+    let mut by_entity: BTreeMap<Entity, Vec<(usize, mapping::DataverseOp)>> = BTreeMap::new();
+    let mut winners: Vec<usize> = winner.into_values().collect();
+    winners.sort_unstable();
+    for i in winners {
+        let p = &pending[i];
+        let Some(ctx) = ports.sources.row_context(&p.change.source) else {
+            dead.push(change_letter(
+                p,
+                format!("unknown source `{}`", p.change.source),
+            ));
+            dead_owner.push(p.msg);
+            continue;
+        };
+        match row::build(&p.change, &ctx) {
+            Ok(Some(op)) => by_entity.entry(p.change.entity).or_default().push((i, op)),
+            Ok(None) => report.ignored += 1,
+            Err(e) => {
+                dead.push(change_letter(p, e.to_string()));
+                dead_owner.push(p.msg);
+            }
+        }
+    }
+
+    let mut parked: BTreeMap<(u32, String), Vec<Change>> = BTreeMap::new();
+    let mut parked_owner: BTreeMap<(u32, String), Vec<usize>> = BTreeMap::new();
+    for (_, ops) in by_entity {
+        let reqs: Vec<mapping::DataverseOp> = ops.iter().map(|(_, op)| op.clone()).collect();
+        let results = ports.writer.apply(&reqs).await;
+        for ((i, _), result) in ops.iter().zip(results) {
+            let p = &pending[*i];
+            match result {
+                Ok(Applied::Created) => report.created += 1,
+                Ok(Applied::Updated) => report.updated += 1,
+                Ok(Applied::Deleted) => report.deleted += 1,
+                Ok(Applied::AlreadyAbsent) => report.absent += 1,
+                Err(e) => match e.kind() {
+                    FailureKind::Retryable => {
+                        if let WriteError::Throttled { .. } = &e {
+                            report.throttled_for = report.throttled_for.max(e.retry_after());
+                        }
+                        report.retrying += 1;
+                        failed[p.msg] = true;
+                    }
+                    FailureKind::MissingParent if p.attempt < policy.parent_retries => {
+                        let key = (p.attempt + 1, p.correlation_id.clone());
+                        parked
+                            .entry(key.clone())
+                            .or_default()
+                            .push(p.change.clone());
+                        parked_owner.entry(key).or_default().push(p.msg);
+                    }
+                    FailureKind::MissingParent | FailureKind::Permanent => {
+                        let reason = if e.kind() == FailureKind::MissingParent {
+                            format!("{e} (gave up after {} attempts)", p.attempt + 1)
+                        } else {
+                            e.to_string()
+                        };
+                        warn!(key = %p.change.key(), correlation_id = %p.correlation_id, %reason, "change dead-lettered");
+                        dead.push(change_letter(p, reason));
+                        dead_owner.push(p.msg);
+                    }
+                },
+            }
+        }
+    }
+
+    // Park contacts whose parent is missing.
+    for ((attempt, corr), changes) in parked {
+        let delay = policy
+            .parent_delay
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(MAX_DELAY);
+        let owners = &parked_owner[&(attempt, corr.clone())];
+        let sent = match message::encode_changes(&corr, attempt, &changes, MAX_BODY_BYTES) {
+            Ok(bodies) => {
+                let msgs = bodies
+                    .into_iter()
+                    .map(|body| OutMessage {
+                        body,
+                        delay,
+                        ..OutMessage::default()
+                    })
+                    .collect();
+                ports.retry.send(msgs).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match sent {
+            Ok(()) => report.parked += changes.len() as u64,
+            Err(reason) => {
+                warn!(correlation_id = %corr, %reason, "could not park changes; their messages will be retried");
+                report.retrying += changes.len() as u64;
+                for o in owners {
+                    failed[*o] = true;
+                }
+            }
+        }
+    }
+
+    if !dead.is_empty() {
+        let n = dead.len() as u64;
+        match ports.dlq.send(dead).await {
+            Ok(()) => report.dead_lettered += n,
+            Err(e) => {
+                warn!(error = %e, "could not write to the DLQ; the messages will be retried");
+                for o in dead_owner {
+                    failed[o] = true;
+                }
+            }
+        }
+    }
+
+    report.failed = messages
+        .iter()
+        .zip(&failed)
+        .filter(|(_, f)| **f)
+        .map(|(m, _)| m.id.clone())
+        .collect();
+    info!(
+        messages = messages.len(),
+        created = report.created,
+        updated = report.updated,
+        deleted = report.deleted,
+        parked = report.parked,
+        dead_lettered = report.dead_lettered,
+        failed = report.failed.len(),
+        "upsert batch done"
+    );
+    report
+}
+
+fn kind_of(m: &Message) -> &'static str {
+    match m {
+        Message::Changes(_) => "changes",
+        Message::SyncPage(_) => "sync_page",
+        Message::Fetch(_) => "fetch",
+    }
+}
+
+fn dead_letter(body: String, reason: String) -> OutMessage {
+    let mut m = OutMessage::new(body);
+    m.attributes.insert(ERROR_ATTRIBUTE.into(), reason);
+    m
+}
+
+fn change_letter(p: &Pending, reason: String) -> OutMessage {
+    dead_letter(
+        message::encode(
+            &p.correlation_id,
+            Message::Changes(ChangeBatch {
+                attempt: p.attempt,
+                changes: vec![p.change.clone()],
+            }),
+        ),
+        reason,
+    )
+}
