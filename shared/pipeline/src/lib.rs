@@ -5,6 +5,7 @@
 //! [`memory_queue`] (its in-process adapter), [`sources`] (compiled configuration), then the
 //! steps: [`webhook`], [`sync`], [`upsert`]; [`runner`] drives them in one process.
 
+pub mod config;
 pub mod memory_queue;
 pub mod message;
 pub mod queue;

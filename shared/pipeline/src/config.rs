@@ -1,0 +1,95 @@
+//! The crm-sync configuration file (TOML): the Dataverse target and the sources. Loaded and
+//! validated once; every error names the file and the key (and the line, for syntax errors).
+
+use std::path::Path;
+
+use mapping::{IdentityStrategy, SourceConfig};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::sources::Sources;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub dataverse: DataverseConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataverseConfig {
+    /// `deterministic-id` (default) or `alternate-key`.
+    #[serde(default)]
+    pub identity: IdentityStrategy,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigLoadError {
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: String,
+        source: mapping::ConfigError,
+    },
+}
+
+impl Config {
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigLoadError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigLoadError::Syntax {
+            path: path.to_string(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        // Compiling the sources validates every mapping.
+        cfg.sources().map_err(|source| ConfigLoadError::Invalid {
+            path: path.to_string(),
+            source,
+        })?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigLoadError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigLoadError::Read {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        Config::parse(&text, &shown)
+    }
+
+    pub fn sources(&self) -> Result<Sources, mapping::ConfigError> {
+        Sources::new(&self.sources, self.dataverse.identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_line() {
+        let e = Config::parse("[dataverse]\nidentity = \"by-magic\"\n", "c.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("c.toml: "), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+        let e = Config::parse(
+            "[[sources]]\nid = \"sf\"\nkind = \"salesforce\"\nbase_url = \"https://a.example\"\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string().split(": ").nth(1), Some("config `sources[0].crm_choice`"));
+        let e = Config::parse("[dataverse]\nidentiy = \"alternate-key\"\n", "c.toml").unwrap_err();
+        assert!(e.to_string().contains("identiy"), "{e}");
+        let ok = Config::parse(
+            "[dataverse]\nidentity = \"alternate-key\"\n[[sources]]\nid = \"sn\"\nkind = \"servicenow\"\nbase_url = \"https://x.service-now.com\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.dataverse.identity, IdentityStrategy::AlternateKey);
+    }
+}
