@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use mapping::{Entity, IdentityStrategy};
 
 #[derive(Parser)]
-#[command(name = "crm-sync", version, about = "Keep a CRM's accounts and contacts in Microsoft Dataverse")]
+#[command(
+    name = "crm-sync",
+    version,
+    about = "Keep a CRM's accounts and contacts in Microsoft Dataverse"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

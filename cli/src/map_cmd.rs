@@ -67,7 +67,10 @@ fn map(args: &Args, out: &mut dyn Write) -> Result<usize, String> {
                 match row::build(&c, &ctx) {
                     Ok(Some(op)) => serde_json::to_string(&op).expect("serialises"),
                     Ok(None) => {
-                        eprintln!("note: {at}: delete of {} {} ignored by the source's delete policy", c.entity, c.source_id);
+                        eprintln!(
+                            "note: {at}: delete of {} {} ignored by the source's delete policy",
+                            c.entity, c.source_id
+                        );
                         continue;
                     }
                     Err(e) => {
@@ -80,7 +83,9 @@ fn map(args: &Args, out: &mut dyn Write) -> Result<usize, String> {
             Outcome::Notice {
                 notice: Notice::Fetch(f),
                 ..
-            } => json!({"fetch": {"entity": f.entity, "ids": f.ids, "reason": f.reason}}).to_string(),
+            } => {
+                json!({"fetch": {"entity": f.entity, "ids": f.ids, "reason": f.reason}}).to_string()
+            }
             Outcome::Skipped(why) => {
                 eprintln!("note: {at}: skipped: {why}");
                 continue;
@@ -131,9 +136,15 @@ fn mapper_for(args: &Args) -> Result<(Mapper, IdentityStrategy), String> {
         let mapper = Mapper::new(src).map_err(|e| format!("{}: {e}", path.display()))?;
         return Ok((mapper, identity));
     }
-    let kind: CrmKind = args.source.parse().map_err(|e: mapping::ConfigError| e.message)?;
+    let kind: CrmKind = args
+        .source
+        .parse()
+        .map_err(|e: mapping::ConfigError| e.message)?;
     if kind == CrmKind::Generic {
-        return Err("the generic kind has no built-in mapping: pass --config with the source's mapping".into());
+        return Err(
+            "the generic kind has no built-in mapping: pass --config with the source's mapping"
+                .into(),
+        );
     }
     let base_url = args.base_url.clone().unwrap_or_else(|| {
         match kind {
@@ -158,7 +169,9 @@ fn mapper_for(args: &Args) -> Result<(Mapper, IdentityStrategy), String> {
         cfg.crm_choice = Some(0);
     }
     if kind == CrmKind::Hubspot {
-        eprintln!("note: preview without --config: HubSpot record URLs use portal id 0 (set vars.portal_id in the config)");
+        eprintln!(
+            "note: preview without --config: HubSpot record URLs use portal id 0 (set vars.portal_id in the config)"
+        );
         cfg.vars.insert("portal_id".into(), "0".into());
     }
     if args.base_url.is_none() && kind != CrmKind::Hubspot {

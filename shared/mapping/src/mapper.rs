@@ -4,6 +4,7 @@
 //! are mapped, paths are JSON pointers, URL templates only use known placeholders), so mapping a
 //! record can only fail because of that record, and its error names the column and the path.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
@@ -27,8 +28,6 @@ pub struct Mapper {
     pub crm_choice: i32,
     pub guid_passthrough: bool,
     pub delete_policy: DeletePolicy,
-    base_url: String,
-    vars: BTreeMap<String, String>,
     phone_country: Option<String>,
     id_format: IdFormat,
     account: CompiledEntity,
@@ -42,9 +41,16 @@ struct CompiledEntity {
     modified: Vec<String>,
     parent: Vec<String>,
     deleted: Option<DeletedRule>,
-    record_url: Option<String>,
+    record_url: Option<Vec<UrlPart>>,
     records: Option<String>,
     columns: Vec<CompiledColumn>,
+}
+
+/// A record URL template with everything but the id substituted at compile time.
+#[derive(Debug, Clone)]
+enum UrlPart {
+    Text(String),
+    Id,
 }
 
 #[derive(Debug, Clone)]
@@ -105,7 +111,7 @@ impl Mapper {
         }
         let profile = Profile::builtin(cfg.kind).with_overrides(&cfg.mapping);
         let compile = |e: Entity| {
-            compile_entity(e, profile.entity(e), &cfg.vars)
+            compile_entity(e, profile.entity(e), &cfg.vars, &base_url)
                 .map_err(|err| err.within(&format!("mapping.{e}")))
         };
         Ok(Mapper {
@@ -116,8 +122,6 @@ impl Mapper {
                 .guid_passthrough
                 .unwrap_or(cfg.kind == CrmKind::Servicenow),
             delete_policy: cfg.delete_policy,
-            base_url,
-            vars: cfg.vars.clone(),
             phone_country: cfg.phone_country.clone(),
             id_format: profile.id_format,
             account: compile(Entity::Account)?,
@@ -196,6 +200,11 @@ impl Mapper {
         Ok(id)
     }
 
+    /// Whether the record has a value at one of the profile's id paths.
+    pub fn has_id(&self, entity: Entity, record: &Value) -> bool {
+        first_present(record, &self.entity(entity).id).is_some_and(|(v, _)| !v.is_null())
+    }
+
     /// The record's id, from `id_override` (e.g. one of a change event's several record ids) or
     /// from the profile's id paths.
     pub fn record_id(
@@ -248,10 +257,7 @@ impl Mapper {
         let ent = self.entity(entity);
         let id = self.record_id(entity, record, id_override)?;
         let modified_at = self.modified_at(entity, record);
-        let record_url = ent
-            .record_url
-            .as_ref()
-            .map(|t| self.fill_url(t, &ent.object, &id));
+        let record_url = ent.record_url.as_ref().map(|t| fill_url(t, &id));
         let deleted = ent.deleted.as_ref().is_some_and(|rule| {
             lookup(record, &rule.path).is_some_and(|v| {
                 v == &rule.equals || scalar_string(v) == scalar_string(&rule.equals)
@@ -341,12 +347,12 @@ impl Mapper {
             };
 
         let mut value = source_value(spec, record);
-        if value.as_ref().is_none_or(Value::is_null)
+        if value.as_deref().is_none_or(Value::is_null)
             && let Some(d) = &spec.default
         {
-            value = Some(d.clone());
+            value = Some(Cow::Borrowed(d));
         }
-        let Some(mut value) = value else {
+        let Some(value) = value else {
             return Ok(None);
         };
         if value.is_object() || value.is_array() {
@@ -355,47 +361,48 @@ impl Mapper {
                 warnings,
             );
         }
-        if !value.is_null() {
-            if let Some(map) = &spec.map {
-                let key = scalar_string(&value).unwrap_or_default();
-                match map.get(&key) {
-                    Some(mapped) => value = mapped.clone(),
-                    None => match spec.unmapped {
-                        Unmapped::Keep => {}
-                        Unmapped::Null => value = Value::Null,
-                        Unmapped::Skip => {
-                            warnings.push(Warning {
-                                column: col.name.clone(),
-                                message: format!(
-                                    "value from {} is not in the value map; column left out",
-                                    col.from
-                                ),
-                            });
-                            return Ok(None);
-                        }
-                        Unmapped::Reject => {
-                            return Err(fail("value is not in the value map".into()));
-                        }
-                    },
-                }
-            }
-            if !spec.transforms.is_empty() && !value.is_null() {
-                let mut s = scalar_string(&value).unwrap_or_default();
-                for t in &spec.transforms {
-                    match transform::apply(*t, &s, self.phone_country.as_deref()) {
-                        Ok(out) => s = out,
-                        Err(reason) => return skip(reason, warnings),
+        let mut value = value;
+        if !value.is_null()
+            && let Some(map) = &spec.map
+        {
+            let key = scalar_string(&value).unwrap_or_default();
+            match map.get(&key) {
+                Some(mapped) => value = Cow::Borrowed(mapped),
+                None => match spec.unmapped {
+                    Unmapped::Keep => {}
+                    Unmapped::Null => value = Cow::Owned(Value::Null),
+                    Unmapped::Skip => {
+                        warnings.push(Warning {
+                            column: col.name.clone(),
+                            message: format!(
+                                "value from {} is not in the value map; column left out",
+                                col.from
+                            ),
+                        });
+                        return Ok(None);
                     }
-                }
-                value = if s.is_empty() {
-                    spec.default.clone().unwrap_or(Value::Null)
-                } else {
-                    Value::String(s)
-                };
+                    Unmapped::Reject => return Err(fail("value is not in the value map".into())),
+                },
             }
         }
-        let overflow = spec.overflow;
-        match coerce(&value, col.column.ty, overflow) {
+        let mut value = value.into_owned();
+        if !spec.transforms.is_empty() && !value.is_null() {
+            let mut s = match value {
+                Value::String(s) => s,
+                other => scalar_string(&other).unwrap_or_default(),
+            };
+            for t in &spec.transforms {
+                if let Err(reason) = transform::apply(*t, &mut s, self.phone_country.as_deref()) {
+                    return skip(reason, warnings);
+                }
+            }
+            value = if s.is_empty() {
+                spec.default.clone().unwrap_or(Value::Null)
+            } else {
+                Value::String(s)
+            };
+        }
+        match coerce(value, col.column.ty, spec.overflow) {
             Ok(c) => {
                 if let Some((len, max)) = c.truncated {
                     warnings.push(Warning {
@@ -412,25 +419,54 @@ impl Mapper {
             Err(CoerceError::Invalid(reason)) => skip(reason, warnings),
         }
     }
+}
 
-    fn fill_url(&self, template: &str, object: &str, id: &str) -> String {
-        let mut out = template
-            .replace("{base_url}", &self.base_url)
-            .replace("{object}", object)
-            .replace("{id}", &url_segment(id));
-        for (k, v) in &self.vars {
-            out = out.replace(&format!("{{{k}}}"), v);
+fn fill_url(parts: &[UrlPart], id: &str) -> String {
+    let mut out = String::with_capacity(96);
+    for p in parts {
+        match p {
+            UrlPart::Text(t) => out.push_str(t),
+            UrlPart::Id => push_url_segment(&mut out, id),
         }
-        out
     }
+    out
+}
+
+fn compile_url(
+    template: &str,
+    base_url: &str,
+    object: &str,
+    vars: &BTreeMap<String, String>,
+) -> Vec<UrlPart> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        text.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let end = after.find('}').unwrap_or(after.len());
+        match &after[..end] {
+            "id" => {
+                parts.push(UrlPart::Text(std::mem::take(&mut text)));
+                parts.push(UrlPart::Id);
+            }
+            "base_url" => text.push_str(base_url),
+            "object" => text.push_str(object),
+            var => text.push_str(vars.get(var).map_or("", String::as_str)),
+        }
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    text.push_str(rest);
+    parts.push(UrlPart::Text(text));
+    parts
 }
 
 /// The record's raw value for a column: a constant, a join of several paths, or the first
 /// present path. `None` means the record does not mention the field; `Some(Null)` means it is
 /// empty (and the column is cleared).
-fn source_value(spec: &ColumnSpec, record: &Value) -> Option<Value> {
+fn source_value<'a>(spec: &'a ColumnSpec, record: &'a Value) -> Option<Cow<'a, Value>> {
     let v = if let Some(c) = &spec.value {
-        Some(c.clone())
+        Some(Cow::Borrowed(c))
     } else if !spec.join.is_empty() {
         let mut present = false;
         let parts: Vec<String> = spec
@@ -443,28 +479,49 @@ fn source_value(spec: &ColumnSpec, record: &Value) -> Option<Value> {
             .filter(|s| !s.is_empty())
             .collect();
         present.then(|| {
-            if parts.is_empty() {
+            Cow::Owned(if parts.is_empty() {
                 Value::Null
             } else {
                 Value::String(parts.join(spec.separator.as_deref().unwrap_or(" ")))
-            }
+            })
         })
     } else {
         spec.path
             .as_ref()
             .and_then(|p| first_present(record, p.as_slice()))
-            .map(|(v, _)| v.clone())
+            .map(|(v, _)| Cow::Borrowed(v))
     };
-    v.map(|v| match &v {
-        Value::String(s) if s.trim().is_empty() => Value::Null,
+    v.map(|v| match v.as_ref() {
+        Value::String(s) if s.trim().is_empty() => Cow::Owned(Value::Null),
         _ => v,
     })
 }
 
-/// Resolves a JSON pointer. An object with a `value` key stands for that value: ServiceNow
-/// reference fields (`{link, value}`) and Pipedrive v1 objects read as what they point to.
+/// Resolves a JSON pointer (RFC 6901) without allocating for plain tokens. An object with a
+/// `value` key stands for that value: ServiceNow reference fields (`{link, value}`) and Pipedrive
+/// v1 objects read as what they point to.
 pub fn lookup<'a>(record: &'a Value, pointer: &str) -> Option<&'a Value> {
-    match record.pointer(pointer)? {
+    let mut v = record;
+    if !pointer.is_empty() {
+        for token in pointer.strip_prefix('/')?.split('/') {
+            let tok: std::borrow::Cow<str> = if token.contains('~') {
+                token.replace("~1", "/").replace("~0", "~").into()
+            } else {
+                token.into()
+            };
+            v = match v {
+                Value::Object(m) => m.get(tok.as_ref())?,
+                Value::Array(a) => {
+                    if tok.len() > 1 && tok.starts_with('0') {
+                        return None;
+                    }
+                    a.get(tok.parse::<usize>().ok()?)?
+                }
+                _ => return None,
+            };
+        }
+    }
+    match v {
         Value::Object(m) if m.contains_key("value") => m.get("value"),
         v => Some(v),
     }
@@ -491,18 +548,25 @@ fn printable_id(raw: &str) -> String {
     }
 }
 
-fn url_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-        .to_string()
-        .replace("%2D", "-")
-        .replace("%5F", "_")
-        .replace("%2E", ".")
+fn push_url_segment(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        out.push_str(s);
+    } else {
+        const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.');
+        out.extend(percent_encoding::utf8_percent_encode(s, SEGMENT));
+    }
 }
 
 fn compile_entity(
     entity: Entity,
     p: &EntityProfile,
     vars: &BTreeMap<String, String>,
+    base_url: &str,
 ) -> Result<CompiledEntity, ConfigError> {
     let paths =
         |key: &str, v: &Option<crate::profile::Paths>| -> Result<Vec<String>, ConfigError> {
@@ -555,16 +619,20 @@ fn compile_entity(
             ));
         }
     }
+    let object = p
+        .object
+        .clone()
+        .unwrap_or_else(|| entity.as_str().to_string());
     Ok(CompiledEntity {
-        object: p
-            .object
-            .clone()
-            .unwrap_or_else(|| entity.as_str().to_string()),
+        record_url: p
+            .record_url
+            .as_ref()
+            .map(|t| compile_url(t, base_url, &object, vars)),
+        object,
         id,
         modified,
         parent,
         deleted: p.deleted.clone(),
-        record_url: p.record_url.clone(),
         records: p.records.clone(),
         columns,
     })

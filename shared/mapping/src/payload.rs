@@ -96,7 +96,7 @@ pub fn map_records(mapper: &Mapper, entity: Entity, list: &[Value]) -> Vec<Item>
 /// (`/services/data/vXX.X/sobjects/Account/001...`), as the query examples in Salesforce's REST
 /// guide show.
 fn implied_id<'a>(mapper: &Mapper, e: Entity, r: &'a Value) -> Option<&'a str> {
-    if mapper.kind != CrmKind::Salesforce || mapper.record_id(e, r, None).is_ok() {
+    if mapper.kind != CrmKind::Salesforce || mapper.has_id(e, r) {
         return None;
     }
     r.pointer("/attributes/url")

@@ -57,8 +57,13 @@ impl RowContext {
 
 /// Builds the request for a change; `None` when the source's delete policy is `ignore`.
 pub fn build(change: &Change, ctx: &RowContext) -> Result<Option<DataverseOp>, KeyError> {
+    build_owned(change.clone(), ctx)
+}
+
+/// [`build`], consuming the change so its column values move into the body uncopied.
+pub fn build_owned(change: Change, ctx: &RowContext) -> Result<Option<DataverseOp>, KeyError> {
     let path = ctx.path(change.entity, &change.source_id)?;
-    let fields = match &change.op {
+    let mut body = match change.op {
         Operation::Delete => {
             return Ok(match ctx.delete_policy {
                 DeletePolicy::Ignore => None,
@@ -84,7 +89,6 @@ pub fn build(change: &Change, ctx: &RowContext) -> Result<Option<DataverseOp>, K
         }
         Operation::Upsert { fields } => fields,
     };
-    let mut body = fields.clone();
     if ctx.identity == IdentityStrategy::DeterministicId {
         // Under alternate-key the key columns are in the URL and must stay out of the body:
         // UpsertMultiple rejects them there on create (0x80040216).

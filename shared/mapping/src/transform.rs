@@ -27,16 +27,42 @@ pub enum Transform {
     FirstLine,
 }
 
-/// Applies one transform. `phone_country` is the source's default country calling code.
-pub fn apply(t: Transform, s: &str, phone_country: Option<&str>) -> Result<String, String> {
-    Ok(match t {
-        Transform::Trim => s.trim().to_string(),
-        Transform::CollapseWhitespace => s.split_whitespace().collect::<Vec<_>>().join(" "),
-        Transform::Lowercase => s.to_lowercase(),
-        Transform::Uppercase => s.to_uppercase(),
-        Transform::Phone => normalise_phone(s, phone_country)?,
-        Transform::FirstLine => s.lines().next().unwrap_or("").trim_end().to_string(),
-    })
+/// Applies one transform to `s` in place (allocating only when the text really changes).
+/// `phone_country` is the source's default country calling code.
+pub fn apply(t: Transform, s: &mut String, phone_country: Option<&str>) -> Result<(), String> {
+    match t {
+        Transform::Trim => trim_in_place(s),
+        Transform::CollapseWhitespace => {
+            let clean = !s.starts_with(char::is_whitespace)
+                && !s.ends_with(char::is_whitespace)
+                && !s.contains("  ")
+                && !s.contains(|c: char| c.is_whitespace() && c != ' ');
+            if !clean {
+                *s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+            }
+        }
+        Transform::Lowercase if s.is_ascii() => s.make_ascii_lowercase(),
+        Transform::Lowercase => *s = s.to_lowercase(),
+        Transform::Uppercase if s.is_ascii() => s.make_ascii_uppercase(),
+        Transform::Uppercase => *s = s.to_uppercase(),
+        Transform::Phone => *s = normalise_phone(s, phone_country)?,
+        Transform::FirstLine => {
+            if let Some(i) = s.find(['\n', '\r']) {
+                s.truncate(i);
+            }
+            trim_in_place(s);
+        }
+    }
+    Ok(())
+}
+
+fn trim_in_place(s: &mut String) {
+    let end = s.trim_end().len();
+    s.truncate(end);
+    let start = s.len() - s.trim_start().len();
+    if start > 0 {
+        s.drain(..start);
+    }
 }
 
 /// Normalises a telephone number: keeps the digits and a leading `+`, turns an international
@@ -47,8 +73,16 @@ pub fn apply(t: Transform, s: &str, phone_country: Option<&str>) -> Result<Strin
 /// number: that is an error, so the caller can skip the column with a warning rather than write
 /// garbage that looks like a number.
 pub fn normalise_phone(s: &str, default_country: Option<&str>) -> Result<String, String> {
-    let lower = s.to_ascii_lowercase();
-    let (main, ext) = split_extension(&lower);
+    let lower;
+    let (main, ext) = if s
+        .bytes()
+        .any(|b| b.is_ascii_alphabetic() || b == b'#' || b == b';')
+    {
+        lower = s.to_ascii_lowercase();
+        split_extension(&lower)
+    } else {
+        (s, None)
+    };
     let main = main.trim();
     let mut digits = String::with_capacity(main.len());
     let mut plus = false;
@@ -82,6 +116,10 @@ pub fn normalise_phone(s: &str, default_country: Option<&str>) -> Result<String,
     } else {
         digits
     };
+    // Checked on the result, so that normalising a normalised number changes nothing.
+    if number.bytes().filter(u8::is_ascii_digit).count() < 3 {
+        return Err("is not a telephone number (fewer than 3 digits)".into());
+    }
     Ok(match ext {
         Some(e) => format!("{number} x{e}"),
         None => number,
@@ -154,7 +192,7 @@ impl From<String> for CoerceError {
 
 /// Turns a mapped scalar into the JSON Dataverse expects for the column's type.
 /// Text values are expected already transformed; null stays null.
-pub fn coerce(value: &Value, ty: ColumnType, overflow: Overflow) -> Result<Coerced, CoerceError> {
+pub fn coerce(value: Value, ty: ColumnType, overflow: Overflow) -> Result<Coerced, CoerceError> {
     let plain = |value| Coerced {
         value,
         truncated: None,
@@ -164,7 +202,10 @@ pub fn coerce(value: &Value, ty: ColumnType, overflow: Overflow) -> Result<Coerc
     }
     match ty {
         ColumnType::Text { max } | ColumnType::Memo { max } => {
-            let s = scalar_string(value).ok_or("expected text, got an object or array")?;
+            let s = match value {
+                Value::String(s) => s,
+                other => scalar_string(&other).ok_or("expected text, got an object or array")?,
+            };
             let len = dataverse_len(&s);
             if len <= max as usize {
                 Ok(plain(Value::String(s)))
@@ -178,33 +219,33 @@ pub fn coerce(value: &Value, ty: ColumnType, overflow: Overflow) -> Result<Coerc
             }
         }
         ColumnType::Integer { min, max } => {
-            let n = parse_integer(value).ok_or("expected a whole number")?;
+            let n = parse_integer(&value).ok_or("expected a whole number")?;
             if n < min || n > max {
                 return Err(format!("{n} is outside the column's range {min}..={max}").into());
             }
             Ok(plain(Value::Number(n.into())))
         }
         ColumnType::Choice => {
-            let n = parse_integer(value).ok_or("expected an option set value (an integer)")?;
+            let n = parse_integer(&value).ok_or("expected an option set value (an integer)")?;
             i32::try_from(n).map_err(|_| "option set value does not fit in 32 bits")?;
             Ok(plain(Value::Number(n.into())))
         }
         ColumnType::Decimal | ColumnType::Money => {
-            let f = parse_decimal(value).ok_or("expected a number")?;
+            let f = parse_decimal(&value).ok_or("expected a number")?;
             Number::from_f64(f)
                 .map(|n| plain(Value::Number(n)))
                 .ok_or_else(|| "expected a finite number".into())
         }
-        ColumnType::Boolean => parse_bool(value)
+        ColumnType::Boolean => parse_bool(&value)
             .map(|b| plain(Value::Bool(b)))
             .ok_or_else(|| "expected true or false".into()),
         ColumnType::Date => {
-            let s = scalar_string(value).ok_or("expected a date")?;
+            let s = scalar_string(&value).ok_or("expected a date")?;
             let d = parse_date(&s).ok_or("expected a date such as 2024-05-31")?;
             Ok(plain(Value::String(d.format("%Y-%m-%d").to_string())))
         }
         ColumnType::Datetime => {
-            let t = parse_timestamp(value).ok_or("expected a date and time")?;
+            let t = parse_timestamp(&value).ok_or("expected a date and time")?;
             Ok(plain(Value::String(
                 t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             )))
@@ -293,6 +334,9 @@ pub fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
 }
 
 fn parse_timestamp_str(s: &str) -> Option<DateTime<Utc>> {
+    if let Some(t) = fast_iso(s.as_bytes()) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
@@ -314,6 +358,58 @@ fn parse_timestamp_str(s: &str) -> Option<DateTime<Utc>> {
         return s.parse().ok().and_then(from_epoch);
     }
     None
+}
+
+/// The common shapes, parsed by hand because every record carries one:
+/// `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]`, no offset meaning UTC.
+fn fast_iso(b: &[u8]) -> Option<DateTime<Utc>> {
+    fn num(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    }
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?)?;
+    let mut rest = &b[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        let digits = &frac[..n.min(9)];
+        nanos = num(digits)? * 10u32.pow(9 - digits.len() as u32);
+        rest = &frac[n..];
+    }
+    let time = chrono::NaiveTime::from_hms_nano_opt(
+        num(&b[11..13])?,
+        num(&b[14..16])?,
+        num(&b[17..19])?,
+        nanos,
+    )?;
+    let naive = date.and_time(time);
+    let offset_secs = match rest {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
+            let h = num(&[*h1, *h2])? as i64;
+            let m = num(&[*m1, *m2])? as i64;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = h * 3600 + m * 60;
+            if *sign == b'+' { secs } else { -secs }
+        }
+        _ => return None,
+    };
+    Some(Utc.from_utc_datetime(&(naive - chrono::Duration::seconds(offset_secs))))
 }
 
 /// Epoch numbers above 10^11 are milliseconds (10^11 seconds is the year 5138).
@@ -359,6 +455,8 @@ mod tests {
             json!(1453179124000i64),
             json!("1453179124000"),
             json!(1453179124),
+            json!("2016-01-19T06:52:04+02:00"),
+            json!("2016-01-19T00:52:04.123456789-0400"),
         ] {
             let t = parse_timestamp(&v).unwrap_or_else(|| panic!("{v}"));
             assert_eq!(
@@ -368,18 +466,20 @@ mod tests {
             );
         }
         assert!(parse_timestamp(&json!("yesterday")).is_none());
+        assert!(parse_timestamp(&json!("2016-13-19T04:52:04Z")).is_none());
+        assert!(parse_timestamp(&json!("2016-01-19T04:52:04+25:00")).is_none());
     }
 
     #[test]
     fn coercion_by_column_type() {
         let int = ColumnType::Integer { min: 0, max: 100 };
         assert_eq!(
-            coerce(&json!("42"), int, Overflow::Truncate).unwrap().value,
+            coerce(json!("42"), int, Overflow::Truncate).unwrap().value,
             json!(42)
         );
         assert_eq!(
             coerce(
-                &json!("1,000"),
+                json!("1,000"),
                 ColumnType::Integer {
                     min: 0,
                     max: 10_000
@@ -390,17 +490,17 @@ mod tests {
             .value,
             json!(1000)
         );
-        assert!(coerce(&json!("101"), int, Overflow::Truncate).is_err());
-        assert!(coerce(&json!("many"), int, Overflow::Truncate).is_err());
+        assert!(coerce(json!("101"), int, Overflow::Truncate).is_err());
+        assert!(coerce(json!("many"), int, Overflow::Truncate).is_err());
         assert_eq!(
-            coerce(&json!("true"), ColumnType::Boolean, Overflow::Truncate)
+            coerce(json!("true"), ColumnType::Boolean, Overflow::Truncate)
                 .unwrap()
                 .value,
             json!(true)
         );
         assert_eq!(
             coerce(
-                &json!("1980-02-29T00:00:00Z"),
+                json!("1980-02-29T00:00:00Z"),
                 ColumnType::Date,
                 Overflow::Truncate
             )
@@ -409,16 +509,16 @@ mod tests {
             json!("1980-02-29")
         );
         let text = ColumnType::Text { max: 3 };
-        let c = coerce(&json!("abcd"), text, Overflow::Truncate).unwrap();
+        let c = coerce(json!("abcd"), text, Overflow::Truncate).unwrap();
         assert_eq!((c.value, c.truncated), (json!("abc"), Some((4, 3))));
-        assert!(coerce(&json!("abcd"), text, Overflow::Reject).is_err());
+        assert!(coerce(json!("abcd"), text, Overflow::Reject).is_err());
         assert_eq!(
-            coerce(&json!(12), text, Overflow::Reject).unwrap().value,
+            coerce(json!(12), text, Overflow::Reject).unwrap().value,
             json!("12")
         );
-        assert!(coerce(&json!({"a": 1}), text, Overflow::Reject).is_err());
+        assert!(coerce(json!({"a": 1}), text, Overflow::Reject).is_err());
         assert_eq!(
-            coerce(&Value::Null, int, Overflow::Reject).unwrap().value,
+            coerce(Value::Null, int, Overflow::Reject).unwrap().value,
             Value::Null
         );
     }

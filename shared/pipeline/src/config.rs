@@ -82,7 +82,10 @@ mod tests {
             "c.toml",
         )
         .unwrap_err();
-        assert_eq!(e.to_string().split(": ").nth(1), Some("config `sources[0].crm_choice`"));
+        assert_eq!(
+            e.to_string().split(": ").nth(1),
+            Some("config `sources[0].crm_choice`")
+        );
         let e = Config::parse("[dataverse]\nidentiy = \"alternate-key\"\n", "c.toml").unwrap_err();
         assert!(e.to_string().contains("identiy"), "{e}");
         let ok = Config::parse(
