@@ -8,6 +8,11 @@ use mapping::{
 };
 use serde_json::{Value, json};
 
+// The Lambda binaries use mimalloc too: mapping allocates a few dozen small strings per record,
+// and glibc's allocator is a third of the work with them (measured with callgrind).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn contact(i: usize) -> Value {
     json!({
         "attributes": {"type": "Contact", "url": format!("/services/data/v62.0/sobjects/Contact/003D00000{i:06}AAA")},

@@ -35,7 +35,12 @@ pub fn record_guid(source: &SourceId, entity: Entity, source_id: &str, passthrou
     }
     // Source ids are restricted to [a-z0-9_-] and entity names are fixed, so `source:entity:` is
     // an unambiguous prefix and the id may contain anything.
-    let name = format!("{}:{}:{}", source, entity.as_str(), source_id);
+    let mut name = String::with_capacity(source.as_str().len() + source_id.len() + 10);
+    name.push_str(source.as_str());
+    name.push(':');
+    name.push_str(entity.as_str());
+    name.push(':');
+    name.push_str(source_id);
     Uuid::new_v5(&NAMESPACE, name.as_bytes())
 }
 
@@ -143,37 +148,53 @@ pub fn entity_path(
     entity: Entity,
     source_id: &str,
 ) -> Result<String, KeyError> {
-    Ok(format!(
-        "{}({})",
-        entity.entity_set(),
-        key_predicate(strategy, source, crm_choice, passthrough, entity, source_id)?
-    ))
+    let mut out = String::with_capacity(48);
+    out.push_str(entity.entity_set());
+    out.push('(');
+    push_key_predicate(
+        &mut out,
+        strategy,
+        source,
+        crm_choice,
+        passthrough,
+        entity,
+        source_id,
+    )?;
+    out.push(')');
+    Ok(out)
 }
 
-fn key_predicate(
+fn push_key_predicate(
+    out: &mut String,
     strategy: IdentityStrategy,
     source: &SourceId,
     crm_choice: i32,
     passthrough: bool,
     entity: Entity,
     source_id: &str,
-) -> Result<String, KeyError> {
+) -> Result<(), KeyError> {
     match strategy {
         IdentityStrategy::DeterministicId => {
             if source_id.is_empty() {
                 return Err(KeyError::Empty);
             }
-            Ok(record_guid(source, entity, source_id, passthrough).to_string())
+            let mut buf = Uuid::encode_buffer();
+            out.push_str(
+                record_guid(source, entity, source_id, passthrough)
+                    .hyphenated()
+                    .encode_lower(&mut buf),
+            );
         }
         IdentityStrategy::AlternateKey => {
             check_key_value(source_id)?;
             let literal = odata_string(source_id);
-            Ok(format!(
-                "msdyn_source_crm={crm_choice},msdyn_source_crm_id={}",
-                utf8_percent_encode(&literal, KEY_SEGMENT)
-            ))
+            out.push_str("msdyn_source_crm=");
+            out.push_str(&crm_choice.to_string());
+            out.push_str(",msdyn_source_crm_id=");
+            out.extend(utf8_percent_encode(&literal, KEY_SEGMENT));
         }
     }
+    Ok(())
 }
 
 /// Inverse of the alternate-key predicate, for tests and the emulator:

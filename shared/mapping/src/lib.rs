@@ -11,6 +11,7 @@ pub mod error;
 pub mod identity;
 pub mod mapper;
 pub mod model;
+mod path;
 pub mod payload;
 pub mod profile;
 pub mod row;

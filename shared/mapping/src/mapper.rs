@@ -13,9 +13,8 @@ use crate::columns::{self, Column, ColumnType};
 use crate::error::{ConfigError, MapError};
 use crate::identity::salesforce_id18;
 use crate::model::{Change, CrmKind, DeletePolicy, Entity, Operation, Parent, SourceId};
-use crate::profile::{
-    ColumnSpec, DeletedRule, EntityProfile, IdFormat, Invalid, Profile, Unmapped,
-};
+use crate::path::{CPath, PathTable, View};
+use crate::profile::{ColumnSpec, EntityProfile, IdFormat, Invalid, Profile, Unmapped};
 use crate::source::SourceConfig;
 use crate::transform::{self, CoerceError, Overflow, coerce, parse_timestamp, scalar_string};
 
@@ -37,10 +36,11 @@ pub struct Mapper {
 #[derive(Debug, Clone)]
 struct CompiledEntity {
     object: String,
-    id: Vec<String>,
-    modified: Vec<String>,
-    parent: Vec<String>,
-    deleted: Option<DeletedRule>,
+    table: PathTable,
+    id: Vec<CPath>,
+    modified: Vec<CPath>,
+    parent: Vec<CPath>,
+    deleted: Option<(CPath, Value)>,
     record_url: Option<Vec<UrlPart>>,
     records: Option<String>,
     columns: Vec<CompiledColumn>,
@@ -57,6 +57,8 @@ enum UrlPart {
 struct CompiledColumn {
     name: String,
     spec: ColumnSpec,
+    paths: Vec<CPath>,
+    join: Vec<CPath>,
     column: Column,
     /// Where the value comes from, for messages: `/Name`, `join(/A, /B)`, `constant`.
     from: String,
@@ -162,15 +164,13 @@ impl Mapper {
             .iter()
             .chain(&ent.modified)
             .chain(&ent.parent)
-            .chain(ent.deleted.iter().map(|d| &d.path))
-            .chain(ent.columns.iter().flat_map(|c| {
-                c.spec
-                    .path
+            .chain(ent.deleted.iter().map(|d| &d.0))
+            .chain(
+                ent.columns
                     .iter()
-                    .flat_map(|p| p.as_slice())
-                    .chain(&c.spec.join)
-            }))
-            .filter_map(|p| p.split('/').nth(1).map(unescape_pointer))
+                    .flat_map(|c| c.paths.iter().chain(&c.join)),
+            )
+            .filter_map(|p| p.text.split('/').nth(1).map(unescape_pointer))
             .collect();
         fields.sort();
         fields.dedup();
@@ -202,7 +202,10 @@ impl Mapper {
 
     /// Whether the record has a value at one of the profile's id paths.
     pub fn has_id(&self, entity: Entity, record: &Value) -> bool {
-        first_present(record, &self.entity(entity).id).is_some_and(|(v, _)| !v.is_null())
+        self.entity(entity)
+            .id
+            .iter()
+            .any(|p| lookup(record, &p.text).is_some_and(|v| !v.is_null()))
     }
 
     /// The record's id, from `id_override` (e.g. one of a change event's several record ids) or
@@ -213,14 +216,31 @@ impl Mapper {
         record: &Value,
         id_override: Option<&str>,
     ) -> Result<String, MapError> {
+        let view = self.entity(entity).table.view(record);
+        self.record_id_in(entity, &view, id_override)
+    }
+
+    fn record_id_in(
+        &self,
+        entity: Entity,
+        view: &View<'_>,
+        id_override: Option<&str>,
+    ) -> Result<String, MapError> {
+        let ent = self.entity(entity);
         let raw = match id_override {
             Some(id) => id.to_string(),
-            None => first_present(record, &self.entity(entity).id)
+            None => view
+                .first(&ent.id)
                 .and_then(|(v, _)| scalar_string(v))
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| MapError::MissingId {
                     entity,
-                    paths: self.entity(entity).id.join(" or "),
+                    paths: ent
+                        .id
+                        .iter()
+                        .map(|p| p.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" or "),
                 })?,
         };
         self.normalise_id(&raw)
@@ -237,11 +257,8 @@ impl Mapper {
         entity: Entity,
         record: &Value,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.entity(entity)
-            .modified
-            .iter()
-            .filter_map(|p| lookup(record, p))
-            .find_map(parse_timestamp)
+        let ent = self.entity(entity);
+        modified_in(ent, &ent.table.view(record))
     }
 
     /// Maps one CRM record to a change.
@@ -255,13 +272,13 @@ impl Mapper {
             return Err(MapError::NotAnObject { entity });
         }
         let ent = self.entity(entity);
-        let id = self.record_id(entity, record, id_override)?;
-        let modified_at = self.modified_at(entity, record);
+        let view = ent.table.view(record);
+        let id = self.record_id_in(entity, &view, id_override)?;
+        let modified_at = modified_in(ent, &view);
         let record_url = ent.record_url.as_ref().map(|t| fill_url(t, &id));
-        let deleted = ent.deleted.as_ref().is_some_and(|rule| {
-            lookup(record, &rule.path).is_some_and(|v| {
-                v == &rule.equals || scalar_string(v) == scalar_string(&rule.equals)
-            })
+        let deleted = ent.deleted.as_ref().is_some_and(|(path, equals)| {
+            view.get(path)
+                .is_some_and(|v| v == equals || scalar_string(v) == scalar_string(equals))
         });
         let mut change = Change {
             source: self.source.clone(),
@@ -279,12 +296,14 @@ impl Mapper {
             });
         }
         let mut warnings = Vec::new();
-        let mut fields = Map::new();
+        // Columns are compiled in name order, so the map is built in one sorted bulk load.
+        let mut values = Vec::with_capacity(ent.columns.len());
         for col in &ent.columns {
-            if let Some(v) = self.map_column(entity, &id, col, record, &mut warnings)? {
-                fields.insert(col.name.clone(), v);
+            if let Some(v) = self.map_column(entity, &id, col, &view, &mut warnings)? {
+                values.push((col.name.clone(), v));
             }
         }
+        let fields: Map<String, Value> = values.into_iter().collect();
         for col in ent.columns.iter().filter(|c| c.column.required) {
             if fields.get(&col.name).is_none_or(Value::is_null) {
                 return Err(MapError::MissingRequired {
@@ -296,7 +315,7 @@ impl Mapper {
             }
         }
         if !ent.parent.is_empty() {
-            change.parent = match first_present(record, &ent.parent) {
+            change.parent = match view.first(&ent.parent) {
                 None => Parent::Unchanged,
                 Some((v, path)) => match scalar_string(v).filter(|s| !s.is_empty()) {
                     None => Parent::None,
@@ -305,7 +324,7 @@ impl Mapper {
                             entity,
                             id: id.clone(),
                             column: "parentcustomerid".into(),
-                            from: path.to_string(),
+                            from: path.text.clone(),
                             reason,
                         }
                     })?),
@@ -321,7 +340,7 @@ impl Mapper {
         entity: Entity,
         id: &str,
         col: &CompiledColumn,
-        record: &Value,
+        view: &View<'_>,
         warnings: &mut Vec<Warning>,
     ) -> Result<Option<Value>, MapError> {
         let spec = &col.spec;
@@ -346,7 +365,7 @@ impl Mapper {
                 }
             };
 
-        let mut value = source_value(spec, record);
+        let mut value = source_value(col, view);
         if value.as_deref().is_none_or(Value::is_null)
             && let Some(d) = &spec.default
         {
@@ -464,15 +483,16 @@ fn compile_url(
 /// The record's raw value for a column: a constant, a join of several paths, or the first
 /// present path. `None` means the record does not mention the field; `Some(Null)` means it is
 /// empty (and the column is cleared).
-fn source_value<'a>(spec: &'a ColumnSpec, record: &'a Value) -> Option<Cow<'a, Value>> {
+fn source_value<'a>(col: &'a CompiledColumn, view: &View<'a>) -> Option<Cow<'a, Value>> {
+    let spec = &col.spec;
     let v = if let Some(c) = &spec.value {
         Some(Cow::Borrowed(c))
-    } else if !spec.join.is_empty() {
+    } else if !col.join.is_empty() {
         let mut present = false;
-        let parts: Vec<String> = spec
+        let parts: Vec<String> = col
             .join
             .iter()
-            .filter_map(|p| lookup(record, p))
+            .filter_map(|p| view.get(p))
             .inspect(|_| present = true)
             .filter_map(scalar_string)
             .map(|s| s.trim().to_string())
@@ -486,15 +506,19 @@ fn source_value<'a>(spec: &'a ColumnSpec, record: &'a Value) -> Option<Cow<'a, V
             })
         })
     } else {
-        spec.path
-            .as_ref()
-            .and_then(|p| first_present(record, p.as_slice()))
-            .map(|(v, _)| Cow::Borrowed(v))
+        view.first(&col.paths).map(|(v, _)| Cow::Borrowed(v))
     };
     v.map(|v| match v.as_ref() {
         Value::String(s) if s.trim().is_empty() => Cow::Owned(Value::Null),
         _ => v,
     })
+}
+
+fn modified_in(ent: &CompiledEntity, view: &View<'_>) -> Option<chrono::DateTime<chrono::Utc>> {
+    ent.modified
+        .iter()
+        .filter_map(|p| view.get(p))
+        .find_map(parse_timestamp)
 }
 
 /// Resolves a JSON pointer (RFC 6901) without allocating for plain tokens. An object with a
@@ -525,12 +549,6 @@ pub fn lookup<'a>(record: &'a Value, pointer: &str) -> Option<&'a Value> {
         Value::Object(m) if m.contains_key("value") => m.get("value"),
         v => Some(v),
     }
-}
-
-fn first_present<'a, 'p>(record: &'a Value, paths: &'p [String]) -> Option<(&'a Value, &'p str)> {
-    paths
-        .iter()
-        .find_map(|p| lookup(record, p).map(|v| (v, p.as_str())))
 }
 
 fn unescape_pointer(s: &str) -> String {
@@ -623,18 +641,47 @@ fn compile_entity(
         .object
         .clone()
         .unwrap_or_else(|| entity.as_str().to_string());
+    // Every pointer is valid now: number their first tokens and compile them.
+    let table = PathTable::new(
+        id.iter()
+            .chain(&modified)
+            .chain(&parent)
+            .chain(p.deleted.iter().map(|d| &d.path))
+            .chain(columns.iter().flat_map(|c| {
+                c.spec
+                    .path
+                    .iter()
+                    .flat_map(|p| p.as_slice())
+                    .chain(&c.spec.join)
+            }))
+            .map(String::as_str),
+    );
+    let compile = |list: &[String]| list.iter().map(|p| table.compile(p)).collect::<Vec<_>>();
+    for c in &mut columns {
+        c.paths = c
+            .spec
+            .path
+            .as_ref()
+            .map(|p| compile(p.as_slice()))
+            .unwrap_or_default();
+        c.join = compile(&c.spec.join);
+    }
     Ok(CompiledEntity {
         record_url: p
             .record_url
             .as_ref()
             .map(|t| compile_url(t, base_url, &object, vars)),
         object,
-        id,
-        modified,
-        parent,
-        deleted: p.deleted.clone(),
+        id: compile(&id),
+        modified: compile(&modified),
+        parent: compile(&parent),
+        deleted: p
+            .deleted
+            .as_ref()
+            .map(|d| (table.compile(&d.path), d.equals.clone())),
         records: p.records.clone(),
         columns,
+        table,
     })
 }
 
@@ -734,6 +781,8 @@ fn compile_column(
     Ok(CompiledColumn {
         name: name.to_string(),
         spec: spec.clone(),
+        paths: Vec::new(),
+        join: Vec::new(),
         column,
         from,
     })

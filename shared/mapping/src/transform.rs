@@ -4,7 +4,7 @@
 //! transforms run for which column, and what a failure means (skip the column or refuse the
 //! record).
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
@@ -206,7 +206,12 @@ pub fn coerce(value: Value, ty: ColumnType, overflow: Overflow) -> Result<Coerce
                 Value::String(s) => s,
                 other => scalar_string(&other).ok_or("expected text, got an object or array")?,
             };
-            let len = dataverse_len(&s);
+            // UTF-16 never needs more units than UTF-8 needs bytes: most values fit unmeasured.
+            let len = if s.len() <= max as usize {
+                s.len()
+            } else {
+                dataverse_len(&s)
+            };
             if len <= max as usize {
                 Ok(plain(Value::String(s)))
             } else if overflow == Overflow::Truncate {
@@ -242,7 +247,12 @@ pub fn coerce(value: Value, ty: ColumnType, overflow: Overflow) -> Result<Coerce
         ColumnType::Date => {
             let s = scalar_string(&value).ok_or("expected a date")?;
             let d = parse_date(&s).ok_or("expected a date such as 2024-05-31")?;
-            Ok(plain(Value::String(d.format("%Y-%m-%d").to_string())))
+            Ok(plain(Value::String(format!(
+                "{:04}-{:02}-{:02}",
+                d.year(),
+                d.month(),
+                d.day()
+            ))))
         }
         ColumnType::Datetime => {
             let t = parse_timestamp(&value).ok_or("expected a date and time")?;
@@ -316,6 +326,13 @@ fn parse_bool(v: &Value) -> Option<bool> {
 
 fn parse_date(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+        if let (Some(y), Some(m), Some(d)) = (n(0..4), n(5..7), n(8..10)) {
+            return NaiveDate::from_ymd_opt(y as i32, m, d);
+        }
+    }
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()
         .or_else(|| parse_timestamp_str(s).map(|t| t.date_naive()))
