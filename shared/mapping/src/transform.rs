@@ -86,7 +86,7 @@ pub fn normalise_phone(s: &str, default_country: Option<&str>) -> Result<String,
     let main = main.trim();
     let mut digits = String::with_capacity(main.len());
     let mut plus = false;
-    for (i, c) in main.chars().enumerate() {
+    for (i, c) in main.char_indices() {
         match c {
             '0'..='9' => digits.push(c),
             '+' if i == 0 || main[..i].trim().is_empty() => plus = true,

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command: on a fresh machine, installs what the tests need and runs every test.
+# Usage: scripts/test.sh            (from anywhere inside the repository)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Vendor fixtures live beside the repository (../shared/fixtures); tests read them from there.
+if [ ! -d ../shared/fixtures ] && [ -z "${CRM_SYNC_FIXTURES:-}" ]; then
+  echo "error: ../shared/fixtures not found (set CRM_SYNC_FIXTURES to its path)" >&2
+  exit 2
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== cargo test"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  # nextest does not run doc tests; run them first so nextest's summary closes the output.
+  cargo test --workspace --doc --quiet
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
