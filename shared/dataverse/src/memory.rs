@@ -95,7 +95,11 @@ impl MemoryDataverse {
 
 #[async_trait]
 impl DataverseWriter for MemoryDataverse {
-    async fn apply(&self, ops: &[DataverseOp]) -> Vec<Result<Applied, WriteError>> {
+    async fn apply(
+        &self,
+        ops: &[DataverseOp],
+        _deadline: Option<tokio::time::Instant>,
+    ) -> Vec<Result<Applied, WriteError>> {
         ops.iter().map(|op| self.apply_one(op)).collect()
     }
 }

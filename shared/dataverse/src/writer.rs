@@ -13,6 +13,8 @@ use thiserror::Error;
 pub enum Applied {
     Created,
     Updated,
+    /// An upsert Dataverse answered with 204: created or updated, it does not say which.
+    Upserted,
     Deleted,
     /// A delete or deactivation of a row that does not exist: already the desired state.
     AlreadyAbsent,
@@ -72,5 +74,10 @@ impl WriteError {
 pub trait DataverseWriter: Send + Sync {
     /// Applies `ops` and returns one result per operation, in the same order. Operations on
     /// different records may run concurrently; callers never pass two for the same record.
-    async fn apply(&self, ops: &[DataverseOp]) -> Vec<Result<Applied, WriteError>>;
+    /// Nothing new is started after `deadline`: unfinished operations come back retryable.
+    async fn apply(
+        &self,
+        ops: &[DataverseOp],
+        deadline: Option<tokio::time::Instant>,
+    ) -> Vec<Result<Applied, WriteError>>;
 }

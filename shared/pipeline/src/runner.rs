@@ -130,6 +130,7 @@ impl LocalPipeline {
             writer: self.writer.as_ref(),
             retry: self.queues.upsert.as_ref(),
             dlq: self.queues.upsert_dlq.as_ref(),
+            deadline: None,
         };
         let report = apply_changes(&msgs, &ports, &self.policy).await;
         for m in &batch {
@@ -184,6 +185,7 @@ async fn dead_letter(queue: &MemoryQueue, dlq: &MemoryQueue, m: &Received, reaso
 fn add(total: &mut UpsertReport, r: &UpsertReport) {
     total.created += r.created;
     total.updated += r.updated;
+    total.upserted += r.upserted;
     total.deleted += r.deleted;
     total.absent += r.absent;
     total.superseded += r.superseded;

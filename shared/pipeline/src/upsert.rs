@@ -34,6 +34,9 @@ pub struct UpsertPorts<'a> {
     /// Where parked changes wait (a queue that supports per-message delays).
     pub retry: &'a dyn Queue,
     pub dlq: &'a dyn Queue,
+    /// Stop writing at this instant (the Lambda deadline, less a margin): what is unfinished
+    /// is retried from the queue instead of being cut off mid-request.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,8 @@ pub struct UpsertReport {
     pub failed: Vec<String>,
     pub created: u64,
     pub updated: u64,
+    /// Upserts Dataverse applied without saying whether they created or updated.
+    pub upserted: u64,
     pub deleted: u64,
     /// Deletes (or deactivations) of rows that were already gone.
     pub absent: u64,
@@ -161,12 +166,13 @@ pub async fn apply_changes(
     let mut parked_owner: BTreeMap<(u32, String), Vec<usize>> = BTreeMap::new();
     for (_, ops) in by_entity {
         let reqs: Vec<mapping::DataverseOp> = ops.iter().map(|(_, op)| op.clone()).collect();
-        let results = ports.writer.apply(&reqs).await;
+        let results = ports.writer.apply(&reqs, ports.deadline).await;
         for ((i, _), result) in ops.iter().zip(results) {
             let p = &pending[*i];
             match result {
                 Ok(Applied::Created) => report.created += 1,
                 Ok(Applied::Updated) => report.updated += 1,
+                Ok(Applied::Upserted) => report.upserted += 1,
                 Ok(Applied::Deleted) => report.deleted += 1,
                 Ok(Applied::AlreadyAbsent) => report.absent += 1,
                 Err(e) => match e.kind() {

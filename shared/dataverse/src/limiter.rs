@@ -1,0 +1,163 @@
+//! Adaptive concurrency for Dataverse writes, as "Send parallel requests" and "Service protection
+//! API limits" advise: start from the `x-ms-dop-hint` the service sends, halve on a 429 and pause
+//! everything for its Retry-After (the limits are per user, so every request would be refused
+//! alike), then ramp back up one request at a time.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub struct Limiter {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+struct State {
+    in_flight: u32,
+    limit: u32,
+    /// Ceiling: configured maximum, lowered to the service's hint once known.
+    max: u32,
+    configured_max: u32,
+    successes: u32,
+    paused_until: Option<Instant>,
+}
+
+/// A slot; released on drop.
+pub struct Permit<'a> {
+    limiter: &'a Limiter,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.limiter.state.lock().expect("lock").in_flight -= 1;
+        self.limiter.changed.notify_waiters();
+    }
+}
+
+impl Limiter {
+    pub fn new(initial: u32, max: u32) -> Self {
+        let max = max.max(1);
+        Limiter {
+            state: Mutex::new(State {
+                in_flight: 0,
+                limit: initial.clamp(1, max),
+                max,
+                configured_max: max,
+                successes: 0,
+                paused_until: None,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    pub async fn acquire(&self) -> Permit<'_> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait_until = {
+                let mut st = self.state.lock().expect("lock");
+                match st.paused_until {
+                    Some(t) if t > Instant::now() => Some(t),
+                    _ => {
+                        st.paused_until = None;
+                        if st.in_flight < st.limit {
+                            st.in_flight += 1;
+                            return Permit { limiter: self };
+                        }
+                        None
+                    }
+                }
+            };
+            match wait_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => notified.await,
+            }
+        }
+    }
+
+    /// The service's recommended degree of parallelism.
+    pub fn on_hint(&self, dop: u32) {
+        let mut st = self.state.lock().expect("lock");
+        let max = dop.clamp(1, st.configured_max);
+        if max != st.max {
+            // The first hint sets the pace; later ones move the ceiling.
+            if st.max == st.configured_max && st.limit < max {
+                st.limit = max;
+            }
+            st.max = max;
+            st.limit = st.limit.min(max);
+            drop(st);
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub fn on_throttle(&self, retry_after: Duration) {
+        let mut st = self.state.lock().expect("lock");
+        st.limit = (st.limit / 2).max(1);
+        st.successes = 0;
+        let until = Instant::now() + retry_after;
+        if st.paused_until.is_none_or(|t| t < until) {
+            st.paused_until = Some(until);
+        }
+    }
+
+    pub fn on_success(&self) {
+        let mut st = self.state.lock().expect("lock");
+        st.successes += 1;
+        if st.successes >= st.limit && st.limit < st.max {
+            st.limit += 1;
+            st.successes = 0;
+            drop(st);
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.state.lock().expect("lock").limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn halves_on_throttle_pauses_and_ramps_up() {
+        let l = Limiter::new(4, 52);
+        l.on_hint(8);
+        assert_eq!(l.limit(), 8);
+        l.on_throttle(Duration::from_secs(2));
+        assert_eq!(l.limit(), 4);
+        let start = Instant::now();
+        let p = l.acquire().await;
+        assert!(
+            Instant::now() - start >= Duration::from_secs(2),
+            "paused for Retry-After"
+        );
+        drop(p);
+        for _ in 0..4 {
+            l.on_success();
+        }
+        assert_eq!(l.limit(), 5);
+        l.on_hint(100);
+        assert!(l.limit() <= 52);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_in_flight_than_the_limit() {
+        let l = std::sync::Arc::new(Limiter::new(2, 2));
+        let a = l.acquire().await;
+        let _b = l.acquire().await;
+        let l2 = l.clone();
+        let waiter = tokio::spawn(async move {
+            let _c = l2.acquire().await;
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished());
+        drop(a);
+        waiter.await.unwrap();
+    }
+}
