@@ -1,0 +1,96 @@
+//! What every crm-sync Lambda binary shares, so each `main.rs` stays a few lines of wiring:
+//! configuration and settings from the environment, JSON logs, the SQS batch response, and the
+//! invocation deadline.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
+use pipeline::config::Config;
+
+/// Structured JSON logs, one object per line (CloudWatch Logs Insights reads them as fields).
+/// The level comes from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// A required environment variable, with an error that names it.
+pub fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).map_err(|_| anyhow!("environment variable {name} is not set"))
+}
+
+pub fn env_opt(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The crm-sync configuration: TOML in `CRM_SYNC_CONFIG`, or the file `CRM_SYNC_CONFIG_FILE`.
+pub fn config_from_env() -> anyhow::Result<Config> {
+    if let Some(text) = env_opt("CRM_SYNC_CONFIG") {
+        return Config::parse(&text, "CRM_SYNC_CONFIG").map_err(|e| anyhow!("{e}"));
+    }
+    let path = env("CRM_SYNC_CONFIG_FILE")
+        .context("set CRM_SYNC_CONFIG (TOML) or CRM_SYNC_CONFIG_FILE (a path)")?;
+    Config::load(path.as_ref()).map_err(|e| anyhow!("{e}"))
+}
+
+/// The `ReportBatchItemFailures` response: exactly the messages that must come back.
+pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+    let mut r = SqsBatchResponse::default();
+    for id in failed {
+        let mut f = BatchItemFailure::default();
+        f.item_identifier = id;
+        r.batch_item_failures.push(f);
+    }
+    r
+}
+
+/// When work must stop: the invocation's deadline (milliseconds since the epoch, from the
+/// Lambda context) less `margin`, as a tokio instant. `None` when the context has no deadline.
+pub fn stop_at(deadline_ms: u64, margin: Duration) -> Option<tokio::time::Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Some(tokio::time::Instant::now() + left.saturating_sub(margin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_response_lists_failures() {
+        let r = batch_response(["a".to_string(), "b".to_string()]);
+        let ids: Vec<_> = r
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(batch_response(Vec::new()).batch_item_failures.is_empty());
+    }
+
+    #[tokio::test]
+    async fn deadline_with_margin() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let at = stop_at(now_ms + 10_000, Duration::from_secs(3)).unwrap();
+        let left = at - tokio::time::Instant::now();
+        assert!(left <= Duration::from_secs(7) && left > Duration::from_secs(6));
+        assert!(stop_at(0, Duration::ZERO).is_none());
+    }
+}

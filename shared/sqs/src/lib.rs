@@ -1,0 +1,194 @@
+//! The queue port over Amazon SQS. Standard and FIFO queues: on a FIFO queue messages carry
+//! their group and deduplication ids (and per-message delays, which FIFO queues do not accept,
+//! are refused); on a standard queue those ids are dropped and delays are sent as DelaySeconds.
+//!
+//! Limits from the SQS API reference: at most 10 entries per SendMessageBatch, 262,144 bytes per
+//! message, DelaySeconds 0..=900, ChangeMessageVisibility up to 12 hours.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+};
+use pipeline::queue::{OutMessage, Queue, QueueError, Received};
+
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+    name: String,
+    fifo: bool,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        let url = url.into();
+        let name = url.rsplit('/').next().unwrap_or_default().to_string();
+        SqsQueue {
+            fifo: name.ends_with(".fifo"),
+            client,
+            url,
+            name,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A client from the environment (Lambda's role, or AWS_* variables), optionally pointed at
+    /// another endpoint (moto in tests).
+    pub async fn client(endpoint: Option<&str>) -> Client {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(e) = endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        Client::new(&loader.load().await)
+    }
+}
+
+fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> QueueError {
+    match &e {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("unknown").to_string();
+            let msg = s.err().message().unwrap_or_default().to_string();
+            // Client-side errors (bad size, bad parameter) fail the same way again.
+            if code.contains("TooLong")
+                || code.contains("InvalidParameter")
+                || code.contains("InvalidMessageContents")
+                || code.contains("NonExistentQueue")
+                || code.contains("QueueDoesNotExist")
+            {
+                QueueError::Rejected(format!("{code}: {msg}"))
+            } else {
+                QueueError::Unavailable(format!("{code}: {msg}"))
+            }
+        }
+        other => QueueError::Unavailable(format!("{other:?}").chars().take(300).collect()),
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, messages: Vec<OutMessage>) -> Result<(), QueueError> {
+        for chunk in messages.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, m) in chunk.iter().enumerate() {
+                let mut e = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&m.body);
+                if self.fifo {
+                    if !m.delay.is_zero() {
+                        return Err(QueueError::Rejected(format!(
+                            "{} is a FIFO queue: it takes no per-message delay",
+                            self.name
+                        )));
+                    }
+                    e = e
+                        .message_group_id(m.group_id.clone().unwrap_or_else(|| "default".into()))
+                        .set_message_deduplication_id(m.dedup_id.clone());
+                } else if !m.delay.is_zero() {
+                    e = e.delay_seconds(m.delay.as_secs().min(900) as i32);
+                }
+                for (k, v) in &m.attributes {
+                    e = e.message_attributes(
+                        k,
+                        MessageAttributeValue::builder()
+                            .data_type("String")
+                            .string_value(v)
+                            .build()
+                            .map_err(|e| QueueError::Rejected(e.to_string()))?,
+                    );
+                }
+                entries.push(e.build().map_err(|e| QueueError::Rejected(e.to_string()))?);
+            }
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if let Some(f) = out.failed().first() {
+                let msg = format!("{}: {}", f.code(), f.message().unwrap_or_default());
+                return Err(if f.sender_fault() {
+                    QueueError::Rejected(msg)
+                } else {
+                    QueueError::Unavailable(msg)
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out
+            .messages()
+            .iter()
+            .map(|m| Received {
+                message_id: m.message_id().unwrap_or_default().to_string(),
+                receipt: m.receipt_handle().unwrap_or_default().to_string(),
+                body: m.body().unwrap_or_default().to_string(),
+                receive_count: m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+                attributes: m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|(k, v)| {
+                                v.string_value().map(|s| (k.clone(), s.to_string()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_else(BTreeMap::new),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(delay.as_secs().min(43_200) as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
