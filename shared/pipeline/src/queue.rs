@@ -84,3 +84,23 @@ pub trait Queue: Send + Sync {
     /// Makes a received message visible again after `delay` (a retry).
     async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
 }
+
+/// A shared queue is a queue: the same instance can be a step's port and a test's probe.
+#[async_trait]
+impl<Q: Queue + ?Sized> Queue for std::sync::Arc<Q> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn send(&self, messages: Vec<OutMessage>) -> Result<(), QueueError> {
+        (**self).send(messages).await
+    }
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        (**self).receive(max, wait).await
+    }
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        (**self).delete(receipt).await
+    }
+    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        (**self).release(receipt, delay).await
+    }
+}
