@@ -142,10 +142,10 @@ impl Store {
             (Some(_), Condition::NoneMatchAny) => {
                 return Err(ApiError::duplicate(t.logical_name()));
             }
-            (Some(id), Condition::MatchEtag(tag)) => {
-                if self.etag(t, &id).as_deref() != Some(tag.as_str()) {
-                    return Err(ApiError::etag_mismatch());
-                }
+            (Some(id), Condition::MatchEtag(tag))
+                if self.etag(t, &id).as_deref() != Some(tag.as_str()) =>
+            {
+                return Err(ApiError::etag_mismatch());
             }
             _ => {}
         }
