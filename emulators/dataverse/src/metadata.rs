@@ -196,7 +196,18 @@ pub fn entity_definitions(
             out.insert("MaxLength".into(), Value::from(max));
         }
         (None, ty) => {
-            out.insert("AttributeType".into(), Value::from(format!("{ty:?}")));
+            // AttributeTypeCode names as the metadata reference spells them.
+            let name = match ty {
+                ColumnType::Text { .. } => "String",
+                ColumnType::Memo { .. } => "Memo",
+                ColumnType::Integer { .. } => "Integer",
+                ColumnType::Decimal => "Decimal",
+                ColumnType::Money => "Money",
+                ColumnType::Boolean => "Boolean",
+                ColumnType::Date | ColumnType::Datetime => "DateTime",
+                ColumnType::Choice => "Picklist",
+            };
+            out.insert("AttributeType".into(), Value::from(name));
         }
         (Some(c), _) => {
             return Err(ApiError::bad_request(format!(
