@@ -1,7 +1,9 @@
 //! Adaptive concurrency for Dataverse writes, as "Send parallel requests" and "Service protection
-//! API limits" advise: start from the `x-ms-dop-hint` the service sends, halve on a 429 and pause
+//! API limits" advise: start from the `x-ms-dop-hint` the service sends, and on a 429 pause
 //! everything for its Retry-After (the limits are per user, so every request would be refused
-//! alike), then ramp back up one request at a time.
+//! alike) and step down. Every pause costs a whole Retry-After, so the limiter remembers the
+//! level that was throttled and settles just below it, probing above only after a long calm; a
+//! second 429 soon after the first means the budget shrank, and it halves instead.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,6 +24,9 @@ struct State {
     configured_max: u32,
     successes: u32,
     paused_until: Option<Instant>,
+    /// Highest level known not to be throttled, once a 429 has been seen.
+    settled: Option<u32>,
+    last_throttle: Option<Instant>,
 }
 
 /// A slot; released on drop.
@@ -47,6 +52,8 @@ impl Limiter {
                 configured_max: max,
                 successes: 0,
                 paused_until: None,
+                settled: None,
+                last_throttle: None,
             }),
             changed: Notify::new(),
         }
@@ -96,9 +103,23 @@ impl Limiter {
 
     pub fn on_throttle(&self, retry_after: Duration) {
         let mut st = self.state.lock().expect("lock");
-        st.limit = (st.limit / 2).max(1);
-        st.successes = 0;
-        let until = Instant::now() + retry_after;
+        let now = Instant::now();
+        let until = now + retry_after;
+        // Requests that were in flight together are refused together: one step down for all.
+        let already_paused = st.paused_until.is_some_and(|t| t > now);
+        if !already_paused {
+            let soon_again = st
+                .last_throttle
+                .is_some_and(|t| now - t < retry_after * 3 + Duration::from_secs(1));
+            st.limit = if soon_again {
+                (st.limit / 2).max(1)
+            } else {
+                st.limit.saturating_sub(1).max(1)
+            };
+            st.settled = Some(st.limit);
+            st.successes = 0;
+            st.last_throttle = Some(until);
+        }
         if st.paused_until.is_none_or(|t| t < until) {
             st.paused_until = Some(until);
         }
@@ -107,7 +128,12 @@ impl Limiter {
     pub fn on_success(&self) {
         let mut st = self.state.lock().expect("lock");
         st.successes += 1;
-        if st.successes >= st.limit && st.limit < st.max {
+        // Below the settled level ramp up quickly; at or above it, probe rarely.
+        let needed = match st.settled {
+            Some(s) if st.limit >= s => st.limit * 200,
+            _ => st.limit,
+        };
+        if st.successes >= needed && st.limit < st.max {
             st.limit += 1;
             st.successes = 0;
             drop(st);
@@ -130,7 +156,9 @@ mod tests {
         l.on_hint(8);
         assert_eq!(l.limit(), 8);
         l.on_throttle(Duration::from_secs(2));
-        assert_eq!(l.limit(), 4);
+        // Everything in flight was refused at once: one step down, not one per request.
+        l.on_throttle(Duration::from_secs(2));
+        assert_eq!(l.limit(), 7);
         let start = Instant::now();
         let p = l.acquire().await;
         assert!(
@@ -138,10 +166,19 @@ mod tests {
             "paused for Retry-After"
         );
         drop(p);
-        for _ in 0..4 {
+        // Settled at 7: probing 8 takes a long calm.
+        for _ in 0..100 {
             l.on_success();
         }
-        assert_eq!(l.limit(), 5);
+        assert_eq!(l.limit(), 7);
+        for _ in 0..1300 {
+            l.on_success();
+        }
+        assert_eq!(l.limit(), 8);
+        // Throttled again soon after: the budget shrank, halve.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        l.on_throttle(Duration::from_secs(2));
+        assert_eq!(l.limit(), 4);
         l.on_hint(100);
         assert!(l.limit() <= 52);
     }
