@@ -1,0 +1,1 @@
+//! CRM API emulators (work in progress).
