@@ -257,3 +257,48 @@ async fn token_expiry_between_invocations_is_invisible() {
     assert!(failures(&r).is_empty());
     assert_eq!(s.emu.rows("account").len(), 2);
 }
+
+#[tokio::test]
+async fn the_handler_stops_before_the_lambda_deadline() {
+    let s = setup(None).await;
+    s.emu.set_faults(dataverse_emulator::Faults {
+        latency: Duration::from_secs(3),
+        ..Default::default()
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // 5 s margin: the handler has about half a second of work time.
+    let deadline_ms = now_ms + 5_500;
+    let started = std::time::Instant::now();
+    let r = handle(
+        &s.app,
+        event(&[vec![account("A1", "a", 1)], vec![account("A2", "b", 1)]]),
+        deadline_ms,
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "returned in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        failures(&r),
+        ["m0", "m1"],
+        "unfinished work comes back from the queue"
+    );
+    s.emu.set_faults(dataverse_emulator::Faults::default());
+    assert!(
+        failures(
+            &handle(
+                &s.app,
+                event(&[vec![account("A1", "a", 1)], vec![account("A2", "b", 1)]]),
+                0
+            )
+            .await
+        )
+        .is_empty()
+    );
+    assert_eq!(s.emu.rows("account").len(), 2);
+}

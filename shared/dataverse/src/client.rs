@@ -198,6 +198,10 @@ impl WebApiClient {
             if let Some(b) = &body {
                 req = req.body(b.clone());
             }
+            // A request never outlives the caller's deadline: past it, the answer is unusable.
+            if let Some(d) = deadline {
+                req = req.timeout(self.cfg.request_timeout.min(d - Instant::now()));
+            }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sent = req.send().await;
             let reply = match sent {
