@@ -1,1 +1,7 @@
-//! CRM API emulators (work in progress).
+//! CRM API emulators: HTTP servers that behave like the CRMs' documented APIs, with generated
+//! data, so the CRM clients, the pipeline, the demo and benchmarks run without a real org.
+//! [`salesforce`] is the first.
+
+pub mod salesforce;
+
+pub use salesforce::{SalesforceConfig, SalesforceEmulator};

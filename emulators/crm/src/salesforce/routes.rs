@@ -1,0 +1,444 @@
+//! HTTP layer: the axum router, the bearer/limit gate every `/services/data` request passes,
+//! the `Sforce-Limit-Info` header on every response ("Limit Info Header", REST API Developer
+//! Guide), and the resource handlers: query / queryAll / query more ("Query", "QueryAll",
+//! "Query More Results"), getUpdated / getDeleted, and sObject Collections retrieve.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use serde_json::{Value, json};
+
+use super::auth::{Tokens, bearer};
+use super::config::SalesforceConfig;
+use super::error::ApiError;
+use super::query::{run, shape};
+use super::schema::{Object, Ty, canonical_id, format_datetime, make_id};
+use super::soql;
+use super::store::{Rec, Store};
+
+/// A server-side query cursor: the result rows as of the query, and the fields to show.
+pub struct Cursor {
+    pub object: Object,
+    pub fields: Vec<(&'static str, Ty)>,
+    pub rows: Arc<Vec<Arc<Rec>>>,
+}
+
+/// Counters of what the emulator has seen.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Every HTTP request, token requests included.
+    pub requests: u64,
+    /// Requests counted against the daily API allocation.
+    pub api_calls: u64,
+    /// Initial `query` / `queryAll` requests.
+    pub queries: u64,
+    /// `nextRecordsUrl` follow-ups.
+    pub query_more: u64,
+    /// Sessions created by the token endpoint.
+    pub sessions: u64,
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+pub struct Shared {
+    pub cfg: SalesforceConfig,
+    pub base_url: String,
+    pub store: Mutex<Store>,
+    pub tokens: Mutex<Tokens>,
+    pub cursors: Mutex<HashMap<String, Cursor>>,
+    /// (used, daily limit)
+    pub usage: Mutex<(u64, u64)>,
+    pub stats: Mutex<Stats>,
+    /// When set, `nextRecordsUrl` is made absolute on this origin (to test clients that must
+    /// refuse to send their token elsewhere).
+    pub next_url_origin: Mutex<Option<String>>,
+    pub locators: AtomicU64,
+}
+
+/// Locks a mutex, recovering from poisoning: every mutation here is a single replace.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let data = Router::new()
+        .route("/services/data/{version}/query", get(query))
+        .route("/services/data/{version}/queryAll", get(query_all))
+        .route("/services/data/{version}/query/{locator}", get(query_more))
+        .route(
+            "/services/data/{version}/queryAll/{locator}",
+            get(query_more),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{object}/deleted/",
+            get(deleted),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{object}/deleted",
+            get(deleted),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{object}/updated/",
+            get(updated),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{object}/updated",
+            get(updated),
+        )
+        .route(
+            "/services/data/{version}/composite/sobjects/{object}",
+            get(retrieve),
+        )
+        .fallback(|| async { ApiError::not_found() })
+        .layer(middleware::from_fn_with_state(shared.clone(), gate));
+    Router::new()
+        .route("/services/oauth2/token", post(token))
+        .merge(data)
+        .layer(middleware::from_fn_with_state(shared.clone(), count))
+        .with_state(shared)
+}
+
+/// Counts every request and its status.
+async fn count(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    lock(&sh.stats).requests += 1;
+    let res = next.run(req).await;
+    *lock(&sh.stats)
+        .by_status
+        .entry(res.status().as_u16())
+        .or_insert(0) += 1;
+    res
+}
+
+/// Session check, then the daily allocation, then the handler; the usage header goes on
+/// every API response, errors included.
+async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let authorised = bearer(req.headers()).is_some_and(|t| lock(&sh.tokens).is_valid(t));
+    let mut res = if !authorised {
+        ApiError::invalid_session().into_response()
+    } else {
+        let admitted = {
+            let mut u = lock(&sh.usage);
+            if u.0 >= u.1 {
+                false
+            } else {
+                u.0 += 1;
+                true
+            }
+        };
+        if admitted {
+            lock(&sh.stats).api_calls += 1;
+            next.run(req).await
+        } else {
+            ApiError::limit_exceeded().into_response()
+        }
+    };
+    let (used, limit) = *lock(&sh.usage);
+    if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{limit}")) {
+        res.headers_mut().insert("Sforce-Limit-Info", v);
+    }
+    res
+}
+
+async fn token(
+    State(sh): State<Arc<Shared>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let issued = lock(&sh.tokens).issue(&sh.cfg, &sh.base_url, &form);
+    match issued {
+        Ok((body, fresh)) => {
+            if fresh {
+                lock(&sh.stats).sessions += 1;
+            }
+            Json(body).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `vNN.N`, as in `/services/data/v62.0/...`.
+fn check_version(v: &str) -> Result<(), ApiError> {
+    let ok = v
+        .strip_prefix('v')
+        .and_then(|n| n.split_once('.'))
+        .is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.chars().all(|c| c.is_ascii_digit())
+                && b.chars().all(|c| c.is_ascii_digit())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+/// `Sforce-Query-Options: batchSize=N`: default 2,000, minimum 200, maximum 2,000, and "no
+/// guarantee that the requested batch size is the actual batch size" ("Query Options Header"),
+/// so out-of-range values are clamped rather than refused.
+fn batch_size(headers: &HeaderMap) -> usize {
+    headers
+        .get("Sforce-Query-Options")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| {
+            s.split([',', ';'])
+                .filter_map(|kv| kv.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("batchSize"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        })
+        .map_or(2000, |n| n.clamp(200, 2000))
+}
+
+async fn query(
+    State(sh): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    start_query(&sh, &version, &params, &headers, false)
+}
+
+async fn query_all(
+    State(sh): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    start_query(&sh, &version, &params, &headers, true)
+}
+
+fn start_query(
+    sh: &Shared,
+    version: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    all: bool,
+) -> Result<Response, ApiError> {
+    check_version(version)?;
+    lock(&sh.stats).queries += 1;
+    let q = params
+        .get("q")
+        .ok_or_else(|| ApiError::bad_request("MALFORMED_QUERY", "A query string is required"))?;
+    let parsed = soql::parse(q).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let rows = Arc::new(run(&lock(&sh.store), &parsed, all));
+    let n = sh.locators.fetch_add(1, Ordering::Relaxed);
+    // Query locators look like record ids ("01gD0000002HU6KIAW" in the docs' example).
+    let locator = make_id(Object::Account, "Dn", n).replacen("001", "01g", 1);
+    let cursor = Cursor {
+        object: parsed.object,
+        fields: parsed.fields,
+        rows,
+    };
+    let body = page(sh, version, &locator, &cursor, 0, batch_size(headers));
+    if body.get("done") == Some(&Value::Bool(false)) {
+        lock(&sh.cursors).insert(locator, cursor);
+    }
+    Ok(Json(body).into_response())
+}
+
+async fn query_more(
+    State(sh): State<Arc<Shared>>,
+    Path((version, locator)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    lock(&sh.stats).query_more += 1;
+    let (loc, offset) = locator
+        .rsplit_once('-')
+        .and_then(|(l, o)| Some((l.to_string(), o.parse::<usize>().ok()?)))
+        .ok_or_else(ApiError::invalid_locator)?;
+    let cursors = lock(&sh.cursors);
+    let cursor = cursors.get(&loc).ok_or_else(ApiError::invalid_locator)?;
+    if offset > cursor.rows.len() {
+        return Err(ApiError::invalid_locator());
+    }
+    let body = page(&sh, &version, &loc, cursor, offset, batch_size(&headers));
+    Ok(Json(body).into_response())
+}
+
+/// One batch of a cursor, with `nextRecordsUrl` (`/services/data/vXX.X/query/<locator>-<offset>`)
+/// while more remain ("Query More Results").
+fn page(
+    sh: &Shared,
+    version: &str,
+    locator: &str,
+    c: &Cursor,
+    offset: usize,
+    batch: usize,
+) -> Value {
+    let end = (offset + batch).min(c.rows.len());
+    let records: Vec<Value> = c.rows[offset..end]
+        .iter()
+        .map(|r| shape(c.object, version, r, &c.fields))
+        .collect();
+    let mut body = json!({
+        "totalSize": c.rows.len(),
+        "done": end >= c.rows.len(),
+    });
+    if end < c.rows.len() {
+        let path = format!("/services/data/{version}/query/{locator}-{end}");
+        let url = match lock(&sh.next_url_origin).as_deref() {
+            Some(origin) => format!("{origin}{path}"),
+            None => path,
+        };
+        body["nextRecordsUrl"] = Value::String(url);
+    }
+    body["records"] = Value::Array(records);
+    body
+}
+
+fn object_param(name: &str) -> Result<Object, ApiError> {
+    Object::parse(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!(
+                "The requested resource does not exist: sObject type '{name}' is not supported"
+            ),
+        )
+    })
+}
+
+/// `start`/`end` of getUpdated/getDeleted. Seconds are ignored (Salesforce works in whole
+/// minutes here), and a `+` that form decoding turned into a space is put back.
+fn window(
+    params: &HashMap<String, String>,
+    max_days: i64,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let get = |k: &str| -> Result<DateTime<Utc>, ApiError> {
+        let raw = params.get(k).ok_or_else(|| {
+            ApiError::bad_request("MISSING_ARGUMENT", format!("{k} was not specified"))
+        })?;
+        let t = DateTime::parse_from_rfc3339(&raw.replace(' ', "+"))
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "INVALID_REPLICATION_DATE",
+                    format!("{k} is not a valid dateTime: {raw}"),
+                )
+            })?
+            .with_timezone(&Utc);
+        Ok(t.duration_trunc(Duration::minutes(1)).unwrap_or(t))
+    };
+    let (start, end) = (get("start")?, get("end")?);
+    if end <= start {
+        return Err(ApiError::bad_request(
+            "INVALID_REPLICATION_DATE",
+            "end date must be after start date",
+        ));
+    }
+    if start < Utc::now() - Duration::days(max_days) {
+        return Err(ApiError::bad_request(
+            "INVALID_REPLICATION_DATE",
+            format!("start date must be within the last {max_days} days"),
+        ));
+    }
+    Ok((start, end))
+}
+
+fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(Duration::minutes(1)).unwrap_or(t)
+}
+
+/// "sObject Get Updated": ids changed in [start, end], ≤ 30 days back, by SystemModstamp.
+async fn updated(
+    State(sh): State<Arc<Shared>>,
+    Path((version, object)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    let object = object_param(&object)?;
+    let (start, end) = window(&params, 30)?;
+    let store = lock(&sh.store);
+    let ids: Vec<&str> = store
+        .rows(object)
+        .filter(|r| !r.is_deleted() && r.modstamp >= start && r.modstamp < end)
+        .map(|r| r.id())
+        .collect();
+    let covered = minute(end.min(Utc::now()));
+    Ok(Json(json!({ "ids": ids, "latestDateCovered": format_datetime(covered) })).into_response())
+}
+
+/// "sObject Get Deleted": the delete log in [start, end], ≤ 15 days back.
+async fn deleted(
+    State(sh): State<Arc<Shared>>,
+    Path((version, object)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    let object = object_param(&object)?;
+    let (start, end) = window(&params, 15)?;
+    let store = lock(&sh.store);
+    let log: Vec<(&str, DateTime<Utc>)> = store
+        .rows(object)
+        .filter_map(|r| r.deleted_at.map(|d| (r.id(), d)))
+        .collect();
+    let earliest = log
+        .iter()
+        .map(|(_, d)| minute(*d))
+        .min()
+        .unwrap_or_else(|| minute(Utc::now() - Duration::days(15)));
+    let mut hits: Vec<_> = log
+        .into_iter()
+        .filter(|(_, d)| *d >= start && *d < end)
+        .collect();
+    hits.sort_by_key(|(id, d)| (*d, id.to_string()));
+    let records: Vec<Value> = hits
+        .into_iter()
+        .map(|(id, d)| json!({ "id": id, "deletedDate": format_datetime(d) }))
+        .collect();
+    Ok(Json(json!({
+        "deletedRecords": records,
+        "earliestDateAvailable": format_datetime(earliest),
+        "latestDateCovered": format_datetime(minute(end.min(Utc::now()))),
+    }))
+    .into_response())
+}
+
+/// "Get Records Using sObject Collections": `?ids=a,b&fields=f1,f2` → one entry per id, `null`
+/// where the id is invalid or not accessible; an invalid field name is a 400.
+async fn retrieve(
+    State(sh): State<Arc<Shared>>,
+    Path((version, object)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    let object = object_param(&object)?;
+    let list = |k: &str| -> Result<Vec<String>, ApiError> {
+        let raw = params
+            .get(k)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request("MISSING_ARGUMENT", format!("{k} parameter is required"))
+            })?;
+        Ok(raw.split(',').map(|s| s.trim().to_string()).collect())
+    };
+    let (ids, names) = (list("ids")?, list("fields")?);
+    let mut fields = Vec::new();
+    for n in &names {
+        let f = object.field(n).ok_or_else(|| {
+            ApiError::bad_request(
+                "INVALID_FIELD",
+                format!("No such column '{n}' on entity '{}'", object.name()),
+            )
+        })?;
+        fields.push(f);
+    }
+    let store = lock(&sh.store);
+    let out: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            canonical_id(id)
+                .and_then(|id| store.get(object, &id))
+                .filter(|r| !r.is_deleted())
+                .map_or(Value::Null, |r| shape(object, &version, &r, &fields))
+        })
+        .collect();
+    Ok(Json(Value::Array(out)).into_response())
+}
