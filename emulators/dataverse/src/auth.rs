@@ -11,6 +11,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::config::ClientCertificate;
+
 /// Issued tokens and who they belong to.
 #[derive(Debug, Default)]
 pub struct Tokens {
@@ -95,6 +97,7 @@ pub fn check_request(
     tenant: &str,
     client_id: &str,
     client_secret: &str,
+    certificate: Option<(&ClientCertificate, &str)>,
 ) -> Result<(), (StatusCode, Value)> {
     let bad = StatusCode::BAD_REQUEST;
     if path_tenant != tenant {
@@ -157,6 +160,9 @@ pub fn check_request(
             "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
         ));
     }
+    if let Some(assertion) = form.get("client_assertion") {
+        return check_assertion(form, assertion, client_id, certificate);
+    }
     match form.get("client_secret") {
         None => Err(token_error(
             bad,
@@ -175,4 +181,76 @@ pub fn check_request(
         )),
         Some(_) => Ok(()),
     }
+}
+
+/// Certificate credentials, per "Microsoft identity platform application authentication
+/// certificate credentials": `client_assertion_type` is
+/// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and `client_assertion` a JWT signed
+/// RS256 with the registered certificate's key, whose header names the certificate (`x5t`, the
+/// base64url SHA-1 thumbprint) and whose claims are `aud` (the token endpoint), `iss` and `sub`
+/// (the client id), `jti`, `nbf` and `exp`.
+fn check_assertion(
+    form: &HashMap<String, String>,
+    assertion: &str,
+    client_id: &str,
+    certificate: Option<(&ClientCertificate, &str)>,
+) -> Result<(), (StatusCode, Value)> {
+    let unauthorized =
+        |code: u32, msg: &str| token_error(StatusCode::UNAUTHORIZED, "invalid_client", code, msg);
+    if form.get("client_assertion_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return Err(token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            50027,
+            "Invalid JWT token. The client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+        ));
+    }
+    let Some((cert, audience)) = certificate else {
+        return Err(unauthorized(
+            700027,
+            "Client assertion failed signature validation: no certificate is registered for this application.",
+        ));
+    };
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| unauthorized(50027, "Invalid JWT token. The token is malformed."))?;
+    let expected_x5t = hex_to_base64url(&cert.thumbprint);
+    if header.x5t.as_deref() != expected_x5t.as_deref() {
+        return Err(unauthorized(
+            700027,
+            "Client assertion contains an invalid signature. The key was not found.",
+        ));
+    }
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(cert.public_key_pem.as_bytes())
+        .map_err(|_| unauthorized(700027, "Client assertion failed signature validation."))?;
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_audience(&[audience]);
+    v.set_issuer(&[client_id]);
+    v.sub = Some(client_id.to_string());
+    v.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+    v.validate_nbf = true;
+    jsonwebtoken::decode::<Value>(assertion, &key, &v).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature
+        | jsonwebtoken::errors::ErrorKind::ImmatureSignature => unauthorized(
+            700024,
+            "Client assertion is not within its valid time range.",
+        ),
+        jsonwebtoken::errors::ErrorKind::InvalidAudience => unauthorized(
+            700021,
+            "Client assertion audience claim does not match Realm issuer.",
+        ),
+        _ => unauthorized(700027, "Client assertion failed signature validation."),
+    })?;
+    Ok(())
+}
+
+fn hex_to_base64url(hex: &str) -> Option<String> {
+    use base64::Engine;
+    let clean: String = hex.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    let bytes: Option<Vec<u8>> = (0..clean.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(clean.get(i..i + 2)?, 16).ok())
+        .collect();
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes?))
 }

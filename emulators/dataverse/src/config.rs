@@ -11,6 +11,9 @@ pub struct EmulatorConfig {
     pub tenant: String,
     pub client_id: String,
     pub client_secret: String,
+    /// A certificate registered on the app (public key PEM and its SHA-1 thumbprint): token
+    /// requests may then authenticate with a signed client assertion instead of the secret.
+    pub client_certificate: Option<ClientCertificate>,
     /// `expires_in` of issued tokens; a token is refused once it has elapsed.
     pub token_lifetime: Duration,
     pub limits: Limits,
@@ -22,12 +25,22 @@ pub struct EmulatorConfig {
     pub choice_values: Vec<i32>,
 }
 
+/// A certificate credential of the app registration.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    /// `-----BEGIN PUBLIC KEY-----` PEM of the certificate's RSA key.
+    pub public_key_pem: String,
+    /// The certificate's SHA-1 thumbprint as the portal shows it (40 hex digits).
+    pub thumbprint: String,
+}
+
 impl Default for EmulatorConfig {
     fn default() -> Self {
         EmulatorConfig {
             tenant: "tenant-1".into(),
             client_id: "client-1".into(),
             client_secret: "secret-1".into(),
+            client_certificate: None,
             // The Entra sample response ("OAuth 2.0 client credentials flow") shows 3599.
             token_lifetime: Duration::from_secs(3599),
             limits: Limits::default(),

@@ -30,7 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{EmulatorConfig, Faults, KeyStatus, Limits, TableSetting, TableSettings};
+pub use config::{
+    ClientCertificate, EmulatorConfig, Faults, KeyStatus, Limits, TableSetting, TableSettings,
+};
 pub use error::ApiError;
 
 use faults::{KillSwitch, KillableListener, Rng};

@@ -74,7 +74,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
 async fn token(State(s): State<Arc<Shared>>, Path(tenant): Path<String>, body: Bytes) -> Response {
     let form = parse_form(&body);
     let c = &s.cfg;
-    match check_request(&form, &tenant, &c.tenant, &c.client_id, &c.client_secret) {
+    let audience = format!("{}/{}/oauth2/v2.0/token", s.base_url, c.tenant);
+    let cert = c
+        .client_certificate
+        .as_ref()
+        .map(|cert| (cert, audience.as_str()));
+    match check_request(
+        &form,
+        &tenant,
+        &c.tenant,
+        &c.client_id,
+        &c.client_secret,
+        cert,
+    ) {
         Ok(()) => {
             let lifetime = c.token_lifetime;
             let token = lock(&s.tokens).issue(&c.client_id, lifetime);

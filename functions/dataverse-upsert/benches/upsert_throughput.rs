@@ -93,6 +93,7 @@ async fn run(mode_name: &str, records: usize) {
         token_url: emu.token_url(),
         client_id: "client-1".into(),
         client_secret: Secret::new("secret-1"),
+        client_certificate: None,
         scope: format!("{}/.default", emu.base_url()),
         mode,
         max_concurrency: 52,

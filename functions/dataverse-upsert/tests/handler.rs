@@ -86,6 +86,7 @@ async fn setup(limits: Option<Limits>) -> Setup {
         token_url: emu.token_url(),
         client_id: "client-1".into(),
         client_secret: Secret::new("secret-1"),
+        client_certificate: None,
         scope: format!("{}/.default", emu.base_url()),
         mode: WriteMode::Auto,
         max_concurrency: 16,

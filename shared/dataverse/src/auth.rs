@@ -5,7 +5,12 @@
 //! `POST https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token` with a form body
 //! `client_id`, `client_secret`, `grant_type=client_credentials`, `scope=https://{org}/.default`;
 //! the answer is `{"token_type":"Bearer","expires_in":3599,"access_token":"..."}`, an error is a
-//! 400/401 JSON with `error` and `error_description` (AADSTS codes).
+//! 400/401 JSON with `error` and `error_description` (AADSTS codes). With a certificate instead of
+//! a secret ("Microsoft identity platform application authentication certificate credentials"),
+//! the form carries `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`
+//! and `client_assertion`, a JWT signed RS256 whose header names the certificate by its SHA-1
+//! thumbprint (`x5t`) and whose claims are aud (the token endpoint), iss = sub = the client id,
+//! jti, nbf and exp.
 
 use std::time::Duration;
 
@@ -47,11 +52,48 @@ struct TokenError {
     error_description: String,
 }
 
+/// How the application proves who it is.
+pub enum Credential {
+    Secret(Secret),
+    /// An RSA private key (PEM) and the SHA-1 thumbprint of the certificate registered on the app.
+    Certificate {
+        key: jsonwebtoken::EncodingKey,
+        x5t: String,
+    },
+}
+
+impl Credential {
+    /// A certificate credential from the private key PEM and the thumbprint as the Azure portal
+    /// shows it (40 hex digits).
+    pub fn certificate(private_key_pem: &Secret, thumbprint: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.expose().as_bytes())
+            .map_err(|_| {
+                "the client certificate's private key is not an RSA PEM key".to_string()
+            })?;
+        let hex: String = thumbprint
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .collect();
+        if hex.len() != 40 {
+            return Err("the certificate thumbprint must be 40 hex digits (SHA-1)".into());
+        }
+        let bytes: Vec<u8> = (0..40)
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect();
+        Ok(Credential::Certificate {
+            key,
+            x5t: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+        })
+    }
+}
+
 pub struct ClientCredentials {
     http: reqwest::Client,
     token_url: String,
     client_id: String,
-    secret: Secret,
+    credential: Credential,
     scope: String,
     cached: Mutex<Option<(Secret, Instant)>>,
 }
@@ -61,14 +103,14 @@ impl ClientCredentials {
         http: reqwest::Client,
         token_url: String,
         client_id: String,
-        secret: Secret,
+        credential: Credential,
         scope: String,
     ) -> Self {
         ClientCredentials {
             http,
             token_url,
             client_id,
-            secret,
+            credential,
             scope,
             cached: Mutex::new(None),
         }
@@ -82,12 +124,23 @@ impl ClientCredentials {
         {
             return Ok(t.clone());
         }
-        let form = [
+        let assertion;
+        let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
-            ("client_secret", self.secret.expose()),
             ("scope", self.scope.as_str()),
         ];
+        match &self.credential {
+            Credential::Secret(s) => form.push(("client_secret", s.expose())),
+            Credential::Certificate { key, x5t } => {
+                assertion = self.assertion(key, x5t)?;
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ));
+                form.push(("client_assertion", assertion.as_str()));
+            }
+        }
         let resp = self
             .http
             .post(&self.token_url)
@@ -132,6 +185,29 @@ impl ClientCredentials {
                 error: e.error,
                 description,
             }
+        })
+    }
+
+    fn assertion(&self, key: &jsonwebtoken::EncodingKey, x5t: &str) -> Result<String, AuthError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.x5t = Some(x5t.to_string());
+        let claims = serde_json::json!({
+            "aud": self.token_url,
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "nbf": now.saturating_sub(60),
+            "iat": now,
+            "exp": now + 600,
+        });
+        jsonwebtoken::encode(&header, &claims, key).map_err(|_| AuthError::Rejected {
+            status: 0,
+            error: "client_assertion".into(),
+            description: "could not sign the client assertion with the configured key".into(),
         })
     }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::auth::{AuthError, ClientCredentials, transport_error};
+use crate::auth::{AuthError, ClientCredentials, Credential, transport_error};
 use crate::batch::{self, MAX_BATCH_OPERATIONS};
 use crate::classify::{classify, error_of, parse_retry_after};
 use crate::limiter::Limiter;
@@ -51,6 +51,8 @@ pub struct WebApiConfig {
     pub token_url: String,
     pub client_id: String,
     pub client_secret: Secret,
+    /// Certificate credentials instead of the secret: (private key PEM, SHA-1 thumbprint).
+    pub client_certificate: Option<(Secret, String)>,
     /// `https://{org}.crm.dynamics.com/.default`
     pub scope: String,
     pub mode: WriteMode,
@@ -73,6 +75,7 @@ impl WebApiConfig {
             token_url: format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
             client_id: client_id.to_string(),
             client_secret: secret,
+            client_certificate: None,
             scope: format!("{org}/.default"),
             mode: WriteMode::Auto,
             max_concurrency: 52,
@@ -129,11 +132,17 @@ impl WebApiClient {
             .pool_max_idle_per_host(cfg.max_concurrency as usize)
             .build()
             .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+        let credential = match &cfg.client_certificate {
+            Some((key, thumbprint)) => {
+                Credential::certificate(key, thumbprint).map_err(ClientError::Config)?
+            }
+            None => Credential::Secret(cfg.client_secret.clone()),
+        };
         let auth = ClientCredentials::new(
             http.clone(),
             cfg.token_url.clone(),
             cfg.client_id.clone(),
-            cfg.client_secret.clone(),
+            credential,
             cfg.scope.clone(),
         );
         Ok(WebApiClient {

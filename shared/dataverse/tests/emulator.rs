@@ -16,6 +16,7 @@ fn client(emu: &Emulator, mode: WriteMode) -> WebApiClient {
         token_url: emu.token_url(),
         client_id: "client-1".into(),
         client_secret: Secret::new("secret-1"),
+        client_certificate: None,
         scope: format!("{}/.default", emu.base_url()),
         mode,
         max_concurrency: 16,
@@ -231,4 +232,38 @@ async fn wrong_credentials_are_permanent_and_never_echo_the_secret() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn certificate_credentials_instead_of_a_secret() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../emulators/dataverse/tests/data");
+    let read = |f: &str| std::fs::read_to_string(data.join(f)).unwrap();
+    // Thumbprint of tests/data/test-client.cert.pem (`openssl x509 -fingerprint -sha1`).
+    let thumbprint = "E0:8B:64:C9:BF:A8:07:F6:C8:09:F8:93:24:74:32:D8:29:4E:20:4F";
+    let emu = emulator(|c| {
+        c.client_certificate = Some(dataverse_emulator::ClientCertificate {
+            public_key_pem: read("test-client.pub.pem"),
+            thumbprint: thumbprint.replace(':', ""),
+        })
+    })
+    .await;
+    let mut cfg = WebApiConfig::for_org(
+        &emu.base_url(),
+        "tenant-1",
+        "client-1",
+        Secret::new("unused"),
+    );
+    cfg.api_url = emu.api_url();
+    cfg.token_url = emu.token_url();
+    cfg.client_certificate = Some((Secret::new(read("test-client.key.pem")), thumbprint.into()));
+    let c = WebApiClient::new(cfg.clone()).unwrap();
+    assert!(c.apply(&[account(1, "signed")], None).await[0].is_ok());
+    // A certificate the app does not know is refused, permanently.
+    cfg.client_certificate = Some((Secret::new(read("test-client.key.pem")), "00".repeat(20)));
+    let c = WebApiClient::new(cfg).unwrap();
+    assert!(matches!(
+        c.apply(&[account(2, "x")], None).await[0],
+        Err(WriteError::Permanent { .. })
+    ));
 }
