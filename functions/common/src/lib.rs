@@ -52,6 +52,42 @@ pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchRespo
     r
 }
 
+/// Runs `f` on every message of an SQS event concurrently and reports the ones that failed, as
+/// the awslabs partial-batch-failure example does: a message whose `f` returns `Err` comes back
+/// (and reaches the DLQ after the queue's maxReceiveCount).
+pub async fn for_each_message<F, Fut>(
+    event: aws_lambda_events::event::sqs::SqsEvent,
+    f: F,
+) -> SqsBatchResponse
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let work = event.records.into_iter().map(|m| {
+        let id = m.message_id.unwrap_or_default();
+        let body = m.body;
+        let fut = body.map(&f);
+        async move {
+            match fut {
+                Some(fut) => match fut.await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(message_id = %id, error = %e, "message failed; it will be retried");
+                        Some(id)
+                    }
+                },
+                None => Some(id),
+            }
+        }
+    });
+    let failed: Vec<String> = futures::future::join_all(work)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    batch_response(failed.into_iter().filter(|id| !id.is_empty()))
+}
+
 /// When work must stop: the invocation's deadline (milliseconds since the epoch, from the
 /// Lambda context) less `margin`, as a tokio instant. `None` when the context has no deadline.
 pub fn stop_at(deadline_ms: u64, margin: Duration) -> Option<tokio::time::Instant> {
@@ -80,6 +116,32 @@ mod tests {
             .collect();
         assert_eq!(ids, ["a", "b"]);
         assert!(batch_response(Vec::new()).batch_item_failures.is_empty());
+    }
+
+    #[tokio::test]
+    async fn per_message_failures_are_reported() {
+        use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+        let mut e = SqsEvent::default();
+        for (id, body) in [("1", Some("ok")), ("2", Some("bad")), ("3", None)] {
+            let mut m = SqsMessage::default();
+            m.message_id = Some(id.into());
+            m.body = body.map(String::from);
+            e.records.push(m);
+        }
+        let r = for_each_message(e, |b| async move {
+            if b == "ok" {
+                Ok(())
+            } else {
+                Err("no".to_string())
+            }
+        })
+        .await;
+        let ids: Vec<_> = r
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(ids, ["2", "3"]);
     }
 
     #[tokio::test]
