@@ -4,6 +4,7 @@
 
 pub mod memory;
 pub mod reader;
+pub mod salesforce;
 
 pub use memory::MemoryCrm;
 pub use reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
