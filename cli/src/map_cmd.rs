@@ -109,9 +109,9 @@ fn mapper_for(args: &Args) -> Result<(Mapper, IdentityStrategy), String> {
     if let Some(path) = &args.config {
         let cfg = Config::load(path).map_err(|e| e.to_string())?;
         let identity = args.identity.unwrap_or(cfg.dataverse.identity);
-        let by_id = cfg.sources.iter().find(|s| s.id.as_str() == args.source);
-        let by_kind: Vec<_> = cfg
-            .sources
+        let configs = cfg.source_configs();
+        let by_id = configs.iter().find(|s| s.id.as_str() == args.source);
+        let by_kind: Vec<_> = configs
             .iter()
             .filter(|s| s.kind.as_str() == args.source)
             .collect();

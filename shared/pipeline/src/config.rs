@@ -15,7 +15,34 @@ pub struct Config {
     #[serde(default)]
     pub dataverse: DataverseConfig,
     #[serde(default)]
-    pub sources: Vec<SourceConfig>,
+    pub sources: Vec<SourceEntry>,
+}
+
+/// One `[[sources]]` table: the mapping settings and how its webhooks are verified.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceEntry {
+    #[serde(flatten)]
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// `[sources.webhook]`: how requests from this CRM prove where they come from. Secrets are
+/// references: `env:NAME` or `file:/path` (a literal is accepted for local trials only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "auth", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum WebhookConfig {
+    /// HubSpot app webhooks: v3 signatures (v1/v2 for older apps) with the app's client secret;
+    /// `public_url` is the exact URL HubSpot calls (part of what it signs).
+    Hubspot { secret: String, public_url: String },
+    /// Our HMAC contract (Apex callouts, ServiceNow business rules, generic CRMs).
+    Contract { secret: String },
+    /// Zendesk webhooks' signing secret.
+    Zendesk { secret: String },
+    /// HTTP Basic (Pipedrive, Microsoft's any-CRM guide).
+    Basic { user: String, password: String },
+    /// Salesforce Outbound Messages (unsigned): the OrganizationId must match.
+    SalesforceOutbound { organization_id: String },
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,8 +89,21 @@ impl Config {
         Config::parse(&text, &shown)
     }
 
+    pub fn source_configs(&self) -> Vec<SourceConfig> {
+        self.sources.iter().map(|e| e.source.clone()).collect()
+    }
+
+    /// Compiles the sources and resolves their webhook secrets.
     pub fn sources(&self) -> Result<Sources, mapping::ConfigError> {
-        Sources::new(&self.sources, self.dataverse.identity)
+        let mut sources = Sources::new(&self.source_configs(), self.dataverse.identity)?;
+        for (i, e) in self.sources.iter().enumerate() {
+            if let Some(w) = &e.webhook {
+                let auth = crate::webhook::WebhookAuth::resolve(w)
+                    .map_err(|e| e.within(&format!("sources[{i}].webhook")))?;
+                sources.set_webhook(&e.source.id, auth);
+            }
+        }
+        Ok(sources)
     }
 }
 

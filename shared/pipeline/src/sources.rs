@@ -6,6 +6,7 @@ use mapping::{ConfigError, IdentityStrategy, Mapper, RowContext, SourceConfig, S
 
 pub struct Sources {
     by_id: HashMap<SourceId, Mapper>,
+    webhooks: HashMap<SourceId, crate::webhook::WebhookAuth>,
     pub identity: IdentityStrategy,
 }
 
@@ -21,7 +22,11 @@ impl Sources {
                 ));
             }
         }
-        Ok(Sources { by_id, identity })
+        Ok(Sources {
+            by_id,
+            webhooks: HashMap::new(),
+            identity,
+        })
     }
 
     pub fn get(&self, id: &SourceId) -> Option<&Mapper> {
@@ -35,6 +40,15 @@ impl Sources {
 
     pub fn row_context(&self, id: &SourceId) -> Option<RowContext> {
         self.get(id).map(|m| m.row_context(self.identity))
+    }
+
+    /// How a source's webhook requests are verified; `None`: webhooks are off for it.
+    pub fn webhook(&self, id: &SourceId) -> Option<&crate::webhook::WebhookAuth> {
+        self.webhooks.get(id)
+    }
+
+    pub fn set_webhook(&mut self, id: &SourceId, auth: crate::webhook::WebhookAuth) {
+        self.webhooks.insert(id.clone(), auth);
     }
 
     pub fn ids(&self) -> impl Iterator<Item = &SourceId> {

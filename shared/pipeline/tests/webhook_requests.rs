@@ -1,0 +1,339 @@
+//! Webhook requests end to end through `handle_request`: every CRM's verification, and every
+//! rejection enqueueing nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use dataverse::Secret;
+use mapping::{CrmKind, IdentityStrategy, SourceConfig, SourceId};
+use pipeline::sources::Sources;
+use pipeline::webhook::{
+    WebhookAuth, WebhookPorts, WebhookRequest, WebhookResponse, handle_request,
+};
+use pipeline::{MemoryQueue, MemoryQueueConfig};
+use serde_json::json;
+
+const NOW_MS: i64 = 1_700_000_000_000;
+const ORG: &str = "00D000000000062EAA";
+
+struct Q {
+    upsert: Arc<MemoryQueue>,
+    sync: Arc<MemoryQueue>,
+    dlq: Arc<MemoryQueue>,
+}
+
+impl Q {
+    fn new() -> Self {
+        let q = |n: &str| Arc::new(MemoryQueue::new(n, MemoryQueueConfig::default(), None));
+        Q {
+            upsert: q("upsert"),
+            sync: q("sync"),
+            dlq: q("dlq"),
+        }
+    }
+    fn total(&self) -> usize {
+        self.upsert.len() + self.sync.len() + self.dlq.len()
+    }
+}
+
+fn sources() -> Sources {
+    let src = |id: &str, kind| {
+        let mut c = SourceConfig::new(SourceId::new(id).unwrap(), kind, "https://acme.example.com");
+        c.crm_choice.get_or_insert(1);
+        c.vars.insert("portal_id".into(), "62515".into());
+        c
+    };
+    let cfgs = vec![
+        src("sf-apex", CrmKind::Salesforce),
+        src("sf-om", CrmKind::Salesforce),
+        src("hs", CrmKind::Hubspot),
+        src("pd", CrmKind::Pipedrive),
+        src("sn", CrmKind::Servicenow),
+        src("quiet", CrmKind::Salesforce),
+    ];
+    let mut s = Sources::new(&cfgs, IdentityStrategy::DeterministicId).unwrap();
+    let id = |s: &str| SourceId::new(s).unwrap();
+    s.set_webhook(
+        &id("sf-apex"),
+        WebhookAuth::Contract {
+            secret: Secret::new("apex-secret"),
+        },
+    );
+    s.set_webhook(
+        &id("sn"),
+        WebhookAuth::Contract {
+            secret: Secret::new("sn-secret"),
+        },
+    );
+    s.set_webhook(
+        &id("sf-om"),
+        WebhookAuth::SalesforceOutbound {
+            organization_id: ORG.into(),
+        },
+    );
+    s.set_webhook(
+        &id("hs"),
+        WebhookAuth::Hubspot {
+            secret: Secret::new("yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"),
+            public_url: "https://hooks.example.com/webhooks/hs".into(),
+        },
+    );
+    s.set_webhook(
+        &id("pd"),
+        WebhookAuth::Basic {
+            user: "pipedrive".into(),
+            password: Secret::new("pw"),
+        },
+    );
+    s
+}
+
+async fn call(
+    s: &Sources,
+    q: &Q,
+    source: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> WebhookResponse {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let ports = WebhookPorts {
+        sources: s,
+        upsert: q.upsert.as_ref(),
+        sync: q.sync.as_ref(),
+        dlq: q.dlq.as_ref(),
+    };
+    let req = WebhookRequest {
+        method: "POST",
+        query: None,
+        headers: &headers,
+        body,
+    };
+    handle_request(source, &req, "corr-1", &ports, NOW_MS).await
+}
+
+fn contract_body() -> Vec<u8> {
+    json!({"entity": "account", "operation": "update", "id": "001D000000IRFmaIAH",
+           "modified_at": "2023-11-14T22:13:20Z",
+           "record": {"attributes": {"type": "Account"}, "Id": "001D000000IRFmaIAH", "Name": "Acme"}})
+    .to_string()
+    .into_bytes()
+}
+
+fn signed(secret: &str, ts: &str, body: &[u8]) -> String {
+    webhook::verify::contract_signature(secret, ts, body)
+}
+
+#[tokio::test]
+async fn contract_requests_verified_then_queued() {
+    let (s, q) = (sources(), Q::new());
+    let body = contract_body();
+    let ts = (NOW_MS / 1000).to_string();
+    let sig = signed("apex-secret", &ts, &body);
+    let ok = [
+        ("content-type", "application/json"),
+        ("x-crmsync-timestamp", ts.as_str()),
+        ("x-crmsync-signature", sig.as_str()),
+    ];
+    let r = call(&s, &q, "sf-apex", &ok, &body).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(q.upsert.len(), 1);
+}
+
+#[tokio::test]
+async fn every_rejection_enqueues_nothing() {
+    let (s, q) = (sources(), Q::new());
+    let body = contract_body();
+    let ts = (NOW_MS / 1000).to_string();
+    let good = signed("apex-secret", &ts, &body);
+    let stale_ts = (NOW_MS / 1000 - 301).to_string();
+    let stale = signed("apex-secret", &stale_ts, &body);
+    let other_source = signed("sn-secret", &ts, &body);
+    let json = ("content-type", "application/json");
+    // (source, headers, body, expected status)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        ("sf-apex", vec![json], body.clone(), 401), // unsigned
+        (
+            "sf-apex",
+            vec![
+                json,
+                ("x-crmsync-timestamp", &ts),
+                ("x-crmsync-signature", "v1=00"),
+            ],
+            body.clone(),
+            401,
+        ), // wrong
+        (
+            "sf-apex",
+            vec![
+                json,
+                ("x-crmsync-timestamp", &stale_ts),
+                ("x-crmsync-signature", &stale),
+            ],
+            body.clone(),
+            401,
+        ), // replayed
+        (
+            "sf-apex",
+            vec![
+                json,
+                ("x-crmsync-timestamp", &ts),
+                ("x-crmsync-signature", &other_source),
+            ],
+            body.clone(),
+            401,
+        ), // another source's secret
+        (
+            "sf-apex",
+            vec![
+                json,
+                ("x-crmsync-timestamp", &ts),
+                ("x-crmsync-signature", &good),
+            ],
+            b"{\"entity\":\"account\"}".to_vec(),
+            401,
+        ), // body swapped
+        (
+            "sf-apex",
+            vec![
+                ("content-type", "text/plain"),
+                ("x-crmsync-timestamp", &ts),
+                ("x-crmsync-signature", &good),
+            ],
+            body.clone(),
+            415,
+        ),
+        ("sf-apex", vec![json], vec![b'x'; 1024 * 1024 + 1], 413),
+        ("nobody", vec![json], body.clone(), 404),
+        ("quiet", vec![json], body.clone(), 404), // webhooks not enabled for the source
+        (
+            "pd",
+            vec![json, ("authorization", "Basic cGlwZWRyaXZlOndyb25n")],
+            b"{}".to_vec(),
+            401,
+        ),
+        ("pd", vec![json], b"{}".to_vec(), 401),
+    ];
+    for (i, (source, headers, body, status)) in cases.into_iter().enumerate() {
+        let r = call(&s, &q, source, &headers, &body).await;
+        assert_eq!(r.status, status, "case {i}: {}", r.body);
+        assert!(
+            !r.body.contains("apex-secret") && !r.body.contains("sn-secret"),
+            "case {i} leaks"
+        );
+        assert_eq!(q.total(), 0, "case {i} enqueued something");
+    }
+    // Signed, but not JSON / invalid UTF-8: 400, nothing queued.
+    for bad in [&b"{not json"[..], &[0xff, 0xfe, 0x00][..]] {
+        let sig = signed("apex-secret", &ts, bad);
+        let r = call(
+            &s,
+            &q,
+            "sf-apex",
+            &[
+                json,
+                ("x-crmsync-timestamp", &ts),
+                ("x-crmsync-signature", &sig),
+            ],
+            bad,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.body);
+    }
+    assert_eq!(q.total(), 0);
+}
+
+#[tokio::test]
+async fn hubspot_v3_and_v1_signatures() {
+    let (s, q) = (sources(), Q::new());
+    let body = br#"[{"eventId":1,"subscriptionId":12345,"portalId":62515,"occurredAt":1564113600000,"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeSource":"CRM","changeFlag":"NEW","appId":54321}]"#;
+    let ts = NOW_MS.to_string();
+    let msg = format!(
+        "POSThttps://hooks.example.com/webhooks/hs{}{ts}",
+        std::str::from_utf8(body).unwrap()
+    );
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(b"yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy")
+            .unwrap();
+    mac.update(msg.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let h = [
+        ("content-type", "application/json"),
+        ("x-hubspot-signature-v3", sig.as_str()),
+        ("x-hubspot-request-timestamp", ts.as_str()),
+    ];
+    let r = call(&s, &q, "hs", &h, body).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        (q.sync.len(), q.upsert.len()),
+        (1, 0),
+        "an id-only event becomes a fetch job"
+    );
+    // v1, with the published vector (the fixture body and its expected signature).
+    let v1 = [
+        ("content-type", "application/json"),
+        (
+            "x-hubspot-signature",
+            "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de",
+        ),
+        ("x-hubspot-signature-version", "v1"),
+    ];
+    assert_eq!(call(&s, &q, "hs", &v1, body).await.status, 202);
+    let stale = (NOW_MS - 6 * 60_000).to_string();
+    let h = [
+        ("content-type", "application/json"),
+        ("x-hubspot-signature-v3", sig.as_str()),
+        ("x-hubspot-request-timestamp", stale.as_str()),
+    ];
+    assert_eq!(call(&s, &q, "hs", &h, body).await.status, 401);
+}
+
+#[tokio::test]
+async fn salesforce_outbound_messages_are_acknowledged_after_queueing() {
+    let (s, q) = (sources(), Q::new());
+    let om = |org: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+  <OrganizationId>{org}</OrganizationId><ActionId>04k000000000001AAA</ActionId>
+  <Notification><Id>04l000000000001AAA</Id>
+   <sObject xsi:type="sf:Contact" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+    <sf:Id>003D000000QmZzTIAV</sf:Id><sf:LastName>Ng</sf:LastName><sf:AccountId>001D000000IRFmaIAH</sf:AccountId>
+   </sObject></Notification>
+ </notifications></soapenv:Body></soapenv:Envelope>"#
+        )
+    };
+    let xml = [("content-type", "text/xml; charset=utf-8")];
+    let r = call(&s, &q, "sf-om", &xml, om(ORG).as_bytes()).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<Ack>true</Ack>"));
+    assert_eq!(q.upsert.len(), 1);
+    let r = call(&s, &q, "sf-om", &xml, om("00D000000000999AAA").as_bytes()).await;
+    assert_eq!(r.status, 401);
+    let xxe =
+        r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>"#;
+    assert_eq!(
+        call(&s, &q, "sf-om", &xml, xxe.as_bytes()).await.status,
+        400
+    );
+    assert_eq!(
+        call(
+            &s,
+            &q,
+            "sf-om",
+            &[("content-type", "application/json")],
+            b"{}"
+        )
+        .await
+        .status,
+        415
+    );
+    assert_eq!(q.upsert.len(), 1);
+    let _ = Duration::ZERO;
+}
