@@ -2,12 +2,12 @@
 //!
 //! Environment: `CRM_SYNC_CONFIG` or `CRM_SYNC_CONFIG_FILE`; `SYNC_QUEUE_URL`,
 //! `UPSERT_QUEUE_URL`, `SYNC_DLQ_URL`, optionally `SQS_ENDPOINT` and `PAGE_SIZE`. CRM clients
-//! are built from the configuration's sources (issue 4 adds them kind by kind).
+//! are built from each source's `[sources.connection]` (Salesforce so far).
 
 use initial_sync::{App, handle};
 use lambda_common::{env, env_opt};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use pipeline::sync::{Crms, SyncSettings};
+use pipeline::sync::SyncSettings;
 use serde_json::Value;
 use sqs::SqsQueue;
 
@@ -19,6 +19,9 @@ async fn main() -> Result<(), Error> {
     lambda_common::init_tracing();
     let config = lambda_common::config_from_env()?;
     let sources = config.sources().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let crms = config
+        .crm_readers(&sources)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let sqs = SqsQueue::client(env_opt("SQS_ENDPOINT").as_deref()).await;
     let mut settings = SyncSettings::default();
     if let Some(n) = env_opt("PAGE_SIZE") {
@@ -28,7 +31,7 @@ async fn main() -> Result<(), Error> {
     }
     let app = App {
         sources,
-        crms: Crms::new(),
+        crms,
         upsert: Box::new(SqsQueue::new(sqs.clone(), env("UPSERT_QUEUE_URL")?)),
         sync: Box::new(SqsQueue::new(sqs.clone(), env("SYNC_QUEUE_URL")?)),
         dlq: Box::new(SqsQueue::new(sqs, env("SYNC_DLQ_URL")?)),

@@ -25,6 +25,22 @@ pub struct SourceEntry {
     pub source: SourceConfig,
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// How crm-sync reads the CRM's API (initial sync, fetch-by-id).
+    #[serde(default)]
+    pub connection: Option<ConnectionConfig>,
+}
+
+/// `[sources.connection]`: the CRM API credentials. Secrets are `env:NAME` or `file:/path`
+/// references.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "auth", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ConnectionConfig {
+    /// Salesforce OAuth 2.0 client credentials against the org's My Domain token URL.
+    SalesforceClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+    },
 }
 
 /// `[sources.webhook]`: how requests from this CRM prove where they come from. Secrets are
@@ -91,6 +107,53 @@ impl Config {
 
     pub fn source_configs(&self) -> Vec<SourceConfig> {
         self.sources.iter().map(|e| e.source.clone()).collect()
+    }
+
+    /// A CRM reader for every source with a `[sources.connection]`, reading exactly the fields
+    /// its mapping uses.
+    pub fn crm_readers(
+        &self,
+        sources: &Sources,
+    ) -> Result<crate::sync::Crms, mapping::ConfigError> {
+        let mut crms = crate::sync::Crms::new();
+        for (i, e) in self.sources.iter().enumerate() {
+            let Some(conn) = &e.connection else { continue };
+            let key = format!("sources[{i}].connection");
+            let mapper = sources
+                .get(&e.source.id)
+                .ok_or_else(|| mapping::ConfigError::new(&key, "source did not compile"))?;
+            let fields = mapping::Entity::ALL
+                .iter()
+                .map(|en| (*en, mapper.source_fields(*en)))
+                .collect();
+            let reader: std::sync::Arc<dyn crm::CrmReader> = match conn {
+                ConnectionConfig::SalesforceClientCredentials {
+                    token_url,
+                    client_id,
+                    client_secret,
+                } => {
+                    if e.source.kind != mapping::CrmKind::Salesforce {
+                        return Err(mapping::ConfigError::new(
+                            &key,
+                            "salesforce-client-credentials is for salesforce sources",
+                        ));
+                    }
+                    let secret = crate::webhook::resolve_secret(client_secret, "client_secret")
+                        .map_err(|err| err.within(&key))?;
+                    let settings = crm::salesforce::SalesforceSettings::new(
+                        token_url,
+                        client_id,
+                        secret.expose(),
+                    );
+                    std::sync::Arc::new(
+                        crm::salesforce::SalesforceClient::new(settings, fields)
+                            .map_err(|err| mapping::ConfigError::new(&key, err.to_string()))?,
+                    )
+                }
+            };
+            crms.insert(e.source.id.clone(), reader);
+        }
+        Ok(crms)
     }
 
     /// Compiles the sources and resolves their webhook secrets.

@@ -335,5 +335,4 @@ async fn salesforce_outbound_messages_are_acknowledged_after_queueing() {
         415
     );
     assert_eq!(q.upsert.len(), 1);
-    let _ = Duration::ZERO;
 }
