@@ -2,7 +2,6 @@
 //! rejection enqueueing nothing.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use dataverse::Secret;
