@@ -3,5 +3,7 @@
 //! [`salesforce`] is the first.
 
 pub mod salesforce;
+pub mod servicenow;
 
 pub use salesforce::{SalesforceConfig, SalesforceEmulator};
+pub use servicenow::{ServiceNowConfig, ServiceNowEmulator};

@@ -1,0 +1,142 @@
+//! ServiceNow Table API emulator for the CSM tables `customer_account` and `customer_contact`:
+//! Basic auth, encoded queries (a subset, `^NQ` included), `sysparm_fields` /
+//! `sysparm_limit` / `sysparm_offset`, `Link` and `X-Total-Count` paging headers, reference
+//! fields, the documented error body and an inbound rate limit rule, as ServiceNow's "Table API"
+//! reference documents them. Tests start it on 127.0.0.1 port 0 with
+//! [`ServiceNowEmulator::start`].
+//!
+//! Module map: `config` (knobs), `store` (tables, records, generation), `query` (encoded
+//! queries), `routes` (HTTP, auth, rate limit, errors).
+
+pub mod config;
+mod query;
+mod routes;
+mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::ServiceNowConfig;
+pub use routes::Stats;
+pub use store::StoreError;
+
+use routes::{Shared, lock};
+use store::{Store, Table};
+
+/// A running ServiceNow emulator.
+pub struct ServiceNowEmulator {
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl ServiceNowEmulator {
+    /// Generates the data, binds 127.0.0.1 on an ephemeral port and serves until
+    /// [`ServiceNowEmulator::shutdown`].
+    pub async fn start(cfg: ServiceNowConfig) -> std::io::Result<ServiceNowEmulator> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let port = listener.local_addr()?.port();
+        let mut store = Store::new(cfg.seed);
+        store::populate(&mut store, &cfg);
+        let shared = Arc::new(Shared {
+            rate_limit: std::sync::Mutex::new(cfg.rate_limit_per_window),
+            cfg,
+            base_url: format!("http://127.0.0.1:{port}"),
+            store: std::sync::Mutex::new(store),
+            stats: Default::default(),
+            window: std::sync::Mutex::new((Instant::now(), 0)),
+        });
+        let app = routes::router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = server.await {
+                tracing::warn!("servicenow emulator stopped: {e}");
+            }
+        });
+        Ok(ServiceNowEmulator {
+            shared,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The instance URL, e.g. `http://127.0.0.1:PORT` (the Table API is under `/api/now/table`).
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    pub fn config(&self) -> &ServiceNowConfig {
+        &self.shared.cfg
+    }
+
+    /// Creates a record in `table` (or changes the one whose `sys_id` is given); returns its
+    /// sys_id. Values must be strings; `account` on contacts is the account's sys_id.
+    pub fn put(&self, table: &str, fields: Map<String, Value>) -> Result<String, StoreError> {
+        let t = Table::parse(table).ok_or_else(|| StoreError::NotFound(table.to_string()))?;
+        lock(&self.shared.store).put(t, fields)
+    }
+
+    /// Changes fields of a record; its `sys_updated_on` becomes now.
+    pub fn update(&self, sys_id: &str, fields: Map<String, Value>) -> Result<(), StoreError> {
+        lock(&self.shared.store).update(sys_id, fields)
+    }
+
+    /// Deletes a record (ServiceNow deletes are hard); false when there was none.
+    pub fn delete(&self, sys_id: &str) -> bool {
+        lock(&self.shared.store).delete(sys_id)
+    }
+
+    /// Every field of a record, raw (references as plain sys_ids).
+    pub fn record(&self, sys_id: &str) -> Option<Map<String, Value>> {
+        lock(&self.shared.store)
+            .get(sys_id)
+            .map(|r| r.fields.clone())
+    }
+
+    /// Records in `table` ("customer_account" or "customer_contact"); 0 for other names.
+    pub fn count(&self, table: &str) -> usize {
+        Table::parse(table).map_or(0, |t| lock(&self.shared.store).count(t))
+    }
+
+    /// sys_ids of `table`, in sys_id order.
+    pub fn ids(&self, table: &str) -> Vec<String> {
+        let Some(t) = Table::parse(table) else {
+            return Vec::new();
+        };
+        lock(&self.shared.store)
+            .rows(t)
+            .map(|r| r.get("sys_id").to_string())
+            .collect()
+    }
+
+    /// Replaces the rate limit rule (`None`: unlimited); the current window restarts.
+    pub fn set_rate_limit(&self, rule: Option<(u32, Duration)>) {
+        *lock(&self.shared.rate_limit) = rule;
+        *lock(&self.shared.window) = (Instant::now(), 0);
+    }
+
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// Stops serving; open keep-alive connections are closed.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
