@@ -1,6 +1,7 @@
 //! A configured source: one CRM instance crm-sync reads from, and what mapping needs to know
-//! about it. The rest of a source's configuration (credentials, webhook secrets, paging) belongs
-//! to the crates that use it.
+//! about it. The `webhook` and `connection` sections belong to the crates that use them and are
+//! carried here unread, so the whole `[[sources]]` table is parsed strictly in one pass (an
+//! unknown key is an error with its line).
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use crate::model::{CrmKind, DeletePolicy, SourceId};
 use crate::profile::ProfileOverrides;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Unique id, e.g. `salesforce-prod`; part of every record's identity: never rename it.
     pub id: SourceId,
@@ -35,6 +37,12 @@ pub struct SourceConfig {
     /// Overrides of the kind's built-in mapping profile.
     #[serde(default)]
     pub mapping: ProfileOverrides,
+    /// How the source's webhooks are verified (read by the pipeline; opaque here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<serde_json::Value>,
+    /// How the CRM's API is read (read by the pipeline; opaque here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<serde_json::Value>,
 }
 
 impl SourceConfig {
@@ -50,6 +58,8 @@ impl SourceConfig {
             guid_passthrough: None,
             delete_policy: DeletePolicy::default(),
             mapping: ProfileOverrides::default(),
+            webhook: None,
+            connection: None,
         }
     }
 }

@@ -15,19 +15,22 @@ pub struct Config {
     #[serde(default)]
     pub dataverse: DataverseConfig,
     #[serde(default)]
-    pub sources: Vec<SourceEntry>,
+    pub sources: Vec<SourceConfig>,
 }
 
-/// One `[[sources]]` table: the mapping settings and how its webhooks are verified.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SourceEntry {
-    #[serde(flatten)]
-    pub source: SourceConfig,
-    #[serde(default)]
-    pub webhook: Option<WebhookConfig>,
-    /// How crm-sync reads the CRM's API (initial sync, fetch-by-id).
-    #[serde(default)]
-    pub connection: Option<ConnectionConfig>,
+/// A source's section parsed into its typed form, with an error naming `sources[i].<section>`.
+fn section<T: serde::de::DeserializeOwned>(
+    v: &Option<serde_json::Value>,
+    i: usize,
+    name: &str,
+) -> Result<Option<T>, mapping::ConfigError> {
+    v.as_ref()
+        .map(|v| {
+            serde_json::from_value(v.clone()).map_err(|e| {
+                mapping::ConfigError::new(format!("sources[{i}].{name}"), e.to_string())
+            })
+        })
+        .transpose()
 }
 
 /// `[sources.connection]`: the CRM API credentials. Secrets are `env:NAME` or `file:/path`
@@ -106,7 +109,7 @@ impl Config {
     }
 
     pub fn source_configs(&self) -> Vec<SourceConfig> {
-        self.sources.iter().map(|e| e.source.clone()).collect()
+        self.sources.clone()
     }
 
     /// A CRM reader for every source with a `[sources.connection]`, reading exactly the fields
@@ -117,22 +120,24 @@ impl Config {
     ) -> Result<crate::sync::Crms, mapping::ConfigError> {
         let mut crms = crate::sync::Crms::new();
         for (i, e) in self.sources.iter().enumerate() {
-            let Some(conn) = &e.connection else { continue };
+            let Some(conn) = section::<ConnectionConfig>(&e.connection, i, "connection")? else {
+                continue;
+            };
             let key = format!("sources[{i}].connection");
             let mapper = sources
-                .get(&e.source.id)
+                .get(&e.id)
                 .ok_or_else(|| mapping::ConfigError::new(&key, "source did not compile"))?;
             let fields = mapping::Entity::ALL
                 .iter()
                 .map(|en| (*en, mapper.source_fields(*en)))
                 .collect();
-            let reader: std::sync::Arc<dyn crm::CrmReader> = match conn {
+            let reader: std::sync::Arc<dyn crm::CrmReader> = match &conn {
                 ConnectionConfig::SalesforceClientCredentials {
                     token_url,
                     client_id,
                     client_secret,
                 } => {
-                    if e.source.kind != mapping::CrmKind::Salesforce {
+                    if e.kind != mapping::CrmKind::Salesforce {
                         return Err(mapping::ConfigError::new(
                             &key,
                             "salesforce-client-credentials is for salesforce sources",
@@ -151,7 +156,7 @@ impl Config {
                     )
                 }
             };
-            crms.insert(e.source.id.clone(), reader);
+            crms.insert(e.id.clone(), reader);
         }
         Ok(crms)
     }
@@ -160,10 +165,10 @@ impl Config {
     pub fn sources(&self) -> Result<Sources, mapping::ConfigError> {
         let mut sources = Sources::new(&self.source_configs(), self.dataverse.identity)?;
         for (i, e) in self.sources.iter().enumerate() {
-            if let Some(w) = &e.webhook {
-                let auth = crate::webhook::WebhookAuth::resolve(w)
+            if let Some(w) = section::<WebhookConfig>(&e.webhook, i, "webhook")? {
+                let auth = crate::webhook::WebhookAuth::resolve(&w)
                     .map_err(|e| e.within(&format!("sources[{i}].webhook")))?;
-                sources.set_webhook(&e.source.id, auth);
+                sources.set_webhook(&e.id, auth);
             }
         }
         Ok(sources)
@@ -197,5 +202,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.dataverse.identity, IdentityStrategy::AlternateKey);
+        // A typo at the source level is an error with its line; a bad webhook section names it.
+        let e = Config::parse(
+            "[[sources]]\nid = \"sn\"\nkind = \"servicenow\"\nbase_url = \"https://x.service-now.com\"\nphone_contry = \"1\"\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("phone_contry") && e.to_string().contains("line 5"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "[[sources]]\nid = \"sn\"\nkind = \"servicenow\"\nbase_url = \"https://x.service-now.com\"\nwebhook = { auth = \"magic\" }\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("sources[0].webhook"), "{e}");
     }
 }

@@ -55,16 +55,8 @@ fn fresh(timestamp_ms: i64, now_ms: i64) -> Result<(), VerifyError> {
 /// HubSpot v1 ("Validating requests", v1): `X-HubSpot-Signature` = hex SHA-256 of
 /// client secret + request body.
 pub fn hubspot_v1(secret: &str, body: &[u8], signature: &str) -> Result<(), VerifyError> {
-    let mut h = Sha256::new();
-    h.update(secret.as_bytes());
-    h.update(body);
-    let want = hex(&h.finalize());
-    ct_eq(
-        want.as_bytes(),
-        signature.trim().to_ascii_lowercase().as_bytes(),
-    )
-    .then_some(())
-    .ok_or(VerifyError::BadSignature)
+    // v1 is v2 without the method and URI.
+    hubspot_v2(secret, "", "", body, signature)
 }
 
 /// HubSpot v2: hex SHA-256 of client secret + method + URI + body.
@@ -163,7 +155,7 @@ pub fn hubspot_decode_uri(uri: &str) -> String {
 }
 
 /// Our published contract (Apex callouts, ServiceNow business rules, generic CRMs):
-/// `X-CrmSync-Timestamp` = epoch seconds, `X-CrmSync-Signature` = `v1=` + hex
+/// `X-CrmSync-Timestamp` = epoch seconds, `X-CrmSync-Signature` = `v1=` + hex (or base64)
 /// HMAC-SHA256(secret, timestamp + "." + body). The timestamp must be within five minutes.
 pub fn contract(
     secret: &str,
@@ -177,17 +169,22 @@ pub fn contract(
         .parse()
         .map_err(|_| VerifyError::Malformed("X-CrmSync-Timestamp"))?;
     fresh(ts.saturating_mul(1000), now_ms)?;
-    let want = hex(&hmac(
+    let mac = hmac(
         secret.as_bytes(),
         &[timestamp.trim().as_bytes(), b".", body],
-    ));
+    );
     let got = signature
         .trim()
         .strip_prefix("v1=")
         .ok_or(VerifyError::Malformed("X-CrmSync-Signature"))?;
-    ct_eq(want.as_bytes(), got.to_ascii_lowercase().as_bytes())
-        .then_some(())
-        .ok_or(VerifyError::BadSignature)
+    // Hex (Apex's EncodingUtil.convertToHex) or base64 (ServiceNow's
+    // GlideCertificateEncryption.generateMac returns base64): both encode the same MAC.
+    let matches = if got.len() == 64 {
+        ct_eq(hex(&mac).as_bytes(), got.to_ascii_lowercase().as_bytes())
+    } else {
+        B64.decode(got).is_ok_and(|b| ct_eq(&mac, &b))
+    };
+    matches.then_some(()).ok_or(VerifyError::BadSignature)
 }
 
 /// Signs a body the way the contract's senders do (for tests and the CRM emulators).
@@ -260,6 +257,11 @@ mod tests {
         );
         assert!(contract("s3cret", "x", b"{}", &sig, now).is_err());
         assert!(contract("s3cret", ts, b"{}", "deadbeef", now).is_err());
+        let b64 = format!(
+            "v1={}",
+            B64.encode(hmac(b"s3cret", &[ts.as_bytes(), b".", b"{}"]))
+        );
+        assert_eq!(contract("s3cret", ts, b"{}", &b64, now), Ok(()));
     }
 
     #[test]
