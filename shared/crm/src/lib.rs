@@ -5,6 +5,7 @@
 pub mod memory;
 pub mod reader;
 pub mod salesforce;
+pub mod servicenow;
 
 pub use memory::MemoryCrm;
 pub use reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
