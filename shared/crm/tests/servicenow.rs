@@ -283,3 +283,45 @@ async fn unknown_table_is_permanent() {
     bad.contact_table = "x?y".into();
     assert!(ServiceNowClient::new(bad, fields()).is_err());
 }
+
+#[tokio::test]
+async fn link_cursors_are_followed_only_on_the_instance() {
+    let emu = instance(12, 0, 0).await;
+    let c = client(&emu);
+    let start = format!(
+        "{}/api/now/table/customer_account?sysparm_limit=5&sysparm_offset=0&sysparm_query=ORDERBYsys_id",
+        emu.base_url()
+    );
+    let mut cursor = Some(start);
+    let mut seen = Vec::new();
+    while let Some(cur) = cursor.take() {
+        let page = c
+            .list_page(
+                Entity::Account,
+                &PageRequest {
+                    cursor: Some(cur),
+                    page_size: 5,
+                    ..PageRequest::default()
+                },
+            )
+            .await
+            .expect("page");
+        seen.extend(page.records.iter().map(id_of));
+        assert_eq!(page.more, page.cursor.is_some());
+        cursor = page.cursor;
+    }
+    assert_eq!(seen, emu.ids("customer_account"));
+
+    let before = emu.stats().requests;
+    let poisoned = PageRequest {
+        cursor: Some("https://evil.example/api/now/table/customer_account".into()),
+        page_size: 5,
+        ..PageRequest::default()
+    };
+    let err = c
+        .list_page(Entity::Account, &poisoned)
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, CrmError::Permanent(_)), "{err:?}");
+    assert_eq!(emu.stats().requests, before, "nothing was sent");
+}
