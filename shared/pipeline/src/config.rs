@@ -44,6 +44,9 @@ pub enum ConnectionConfig {
         client_id: String,
         client_secret: String,
     },
+    /// ServiceNow Table API with Basic auth on the source's `base_url`; the tables default to
+    /// the mapping's object names (customer_account, customer_contact).
+    ServicenowBasic { user: String, password: String },
 }
 
 /// `[sources.webhook]`: how requests from this CRM prove where they come from. Secrets are
@@ -152,6 +155,29 @@ impl Config {
                     );
                     std::sync::Arc::new(
                         crm::salesforce::SalesforceClient::new(settings, fields)
+                            .map_err(|err| mapping::ConfigError::new(&key, err.to_string()))?,
+                    )
+                }
+                ConnectionConfig::ServicenowBasic { user, password } => {
+                    if e.kind != mapping::CrmKind::Servicenow {
+                        return Err(mapping::ConfigError::new(
+                            &key,
+                            "servicenow-basic is for servicenow sources",
+                        ));
+                    }
+                    let secret = crate::webhook::resolve_secret(password, "password")
+                        .map_err(|err| err.within(&key))?;
+                    let mut settings = crm::servicenow::ServiceNowSettings::new(
+                        &e.base_url,
+                        user,
+                        secret.expose(),
+                    );
+                    settings.account_table =
+                        mapper.object_name(mapping::Entity::Account).to_string();
+                    settings.contact_table =
+                        mapper.object_name(mapping::Entity::Contact).to_string();
+                    std::sync::Arc::new(
+                        crm::servicenow::ServiceNowClient::new(settings, fields)
                             .map_err(|err| mapping::ConfigError::new(&key, err.to_string()))?,
                     )
                 }
