@@ -1,18 +1,13 @@
 //! An initial sync from the ServiceNow emulator into the Dataverse emulator: sys_ids become the
 //! row ids unchanged and every contact lands under its account.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crm_emulator::{ServiceNowConfig, ServiceNowEmulator};
-use dataverse::{Secret, WebApiClient, WebApiConfig, WriteMode};
 use dataverse_emulator::{Emulator, EmulatorConfig};
 use mapping::SourceId;
-use pipeline::MemoryQueueConfig;
 use pipeline::config::Config;
-use pipeline::runner::{LocalPipeline, LocalQueues};
-use pipeline::sync::{SyncSettings, start_sync};
-use pipeline::upsert::UpsertPolicy;
+use pipeline::sync::start_sync;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_sync_keeps_sys_ids_as_row_ids() {
@@ -40,35 +35,7 @@ connection = {{ auth = "servicenow-basic", user = "{}", password = "{}" }}
     let config = Config::parse(&toml, "test.toml").unwrap();
     let sources = config.sources().unwrap();
     let crms = config.crm_readers(&sources).unwrap();
-    let writer = WebApiClient::new(WebApiConfig {
-        api_url: dv.api_url(),
-        token_url: dv.token_url(),
-        client_id: "client-1".into(),
-        client_secret: Secret::new("secret-1"),
-        client_certificate: None,
-        scope: format!("{}/.default", dv.base_url()),
-        mode: WriteMode::Auto,
-        max_concurrency: 16,
-        request_timeout: Duration::from_secs(10),
-        max_attempts: 5,
-        max_throttle_wait: Duration::from_secs(30),
-    })
-    .unwrap();
-    let p = LocalPipeline {
-        sources: Arc::new(sources),
-        crms,
-        writer: Arc::new(writer),
-        queues: LocalQueues::new(MemoryQueueConfig::default()),
-        settings: SyncSettings {
-            page_size: 100,
-            ..SyncSettings::default()
-        },
-        policy: UpsertPolicy {
-            parent_retries: 5,
-            parent_delay: Duration::from_millis(50),
-        },
-        batch_size: 10,
-    };
+    let p = e2e::local_pipeline(sources, crms, &dv, 100);
     start_sync(&SourceId::new("sn").unwrap(), &[], &p.sync_ports())
         .await
         .unwrap();
