@@ -182,7 +182,18 @@ impl WebApiClient {
                     message: "stopped before the invocation's deadline".into(),
                 });
             }
-            let token = self.auth.token().await.map_err(|e| match e {
+            // The token request is bounded by the deadline too.
+            let token = match deadline {
+                Some(d) => tokio::time::timeout_at(d, self.auth.token())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(AuthError::Unavailable(
+                            "token request outlived the deadline".into(),
+                        ))
+                    }),
+                None => self.auth.token().await,
+            };
+            let token = token.map_err(|e| match e {
                 AuthError::Rejected { status, .. } => WriteError::Permanent {
                     status,
                     code: "auth".into(),
