@@ -31,7 +31,8 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
-use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
+use crate::http::{check_origin, checkpoint_of};
+use crate::reader::{CrmError, CrmReader, Fetched, Page, PageRequest};
 
 /// Default REST API version (Winter '25).
 pub const DEFAULT_API_VERSION: &str = "62.0";
@@ -134,7 +135,7 @@ impl SalesforceClient {
     ) -> Result<Self, CrmError> {
         let token_url = Url::parse(&settings.token_url)
             .map_err(|e| CrmError::Permanent(format!("invalid Salesforce token URL: {e}")))?;
-        check_origin(&token_url)?;
+        check_origin(&token_url, "Salesforce")?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .connect_timeout(Duration::from_secs(10))
@@ -270,7 +271,7 @@ impl SalesforceClient {
             .ok_or_else(|| CrmError::Permanent("token response without instance_url".into()))?;
         let instance = Url::parse(instance)
             .map_err(|e| CrmError::Permanent(format!("token response instance_url: {e}")))?;
-        check_origin(&instance)?;
+        check_origin(&instance, "Salesforce")?;
         tracing::info!(instance = %instance, "authenticated to Salesforce");
         Ok(Session {
             token: token.to_string(),
@@ -395,7 +396,7 @@ impl CrmReader for SalesforceClient {
             ));
         }
         let checkpoint = match records.last() {
-            Some(r) => Some(checkpoint_of(r)?),
+            Some(r) => Some(checkpoint_of(r, "Id", "SystemModstamp", "Salesforce")?),
             None => req.checkpoint.clone(),
         };
         Ok(Page {
@@ -438,23 +439,6 @@ impl CrmReader for SalesforceClient {
             }
         }
         Ok(out)
-    }
-}
-
-/// https everywhere, plain http only on loopback (the emulator, local tests): a token or
-/// secret must not cross a network in clear text.
-fn check_origin(url: &Url) -> Result<(), CrmError> {
-    let loopback = matches!(
-        url.host_str(),
-        Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-    );
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        other => Err(CrmError::Permanent(format!(
-            "refusing a {other}:// Salesforce URL on {}: https is required",
-            url.host_str().unwrap_or("?")
-        ))),
     }
 }
 
@@ -503,34 +487,6 @@ fn parse_page(body: &mut Value) -> Result<ParsedPage, CrmError> {
         .map(str::to_string);
     let total = body.get("totalSize").and_then(Value::as_u64);
     Ok((records, next, done, total))
-}
-
-fn checkpoint_of(record: &Value) -> Result<Checkpoint, CrmError> {
-    let id = record
-        .get("Id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| CrmError::Permanent("Salesforce record without Id".into()))?;
-    let stamp = record
-        .get("SystemModstamp")
-        .and_then(Value::as_str)
-        .and_then(parse_datetime)
-        .ok_or_else(|| {
-            CrmError::Permanent(format!(
-                "Salesforce record {id} without a readable SystemModstamp"
-            ))
-        })?;
-    Ok(Checkpoint {
-        modified_at: stamp,
-        id: id.to_string(),
-    })
-}
-
-/// REST datetimes: `2024-01-16T17:43:01.000+0000` (no colon in the offset), or RFC 3339.
-fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
-        .or_else(|_| DateTime::parse_from_rfc3339(s))
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// A SOQL dateTime literal, unquoted, UTC, with milliseconds: `2024-01-16T17:43:01.250Z`
@@ -613,6 +569,12 @@ fn classify(status: StatusCode, code: &str, message: &str) -> CrmError {
 mod tests {
     use super::*;
 
+    use crate::reader::Checkpoint;
+
+    fn ts(s: &str) -> Option<DateTime<Utc>> {
+        mapping::transform::parse_timestamp(&Value::String(s.to_string()))
+    }
+
     #[test]
     fn quotes_reserved_characters() {
         assert_eq!(quote("O'Brien"), r"'O\'Brien'");
@@ -650,7 +612,7 @@ mod tests {
             )]),
         )
         .unwrap();
-        let t = parse_datetime("2024-01-16T17:43:01.250+0000").unwrap();
+        let t = ts("2024-01-16T17:43:01.250+0000").unwrap();
         let q = c.soql(
             Entity::Contact,
             &PageRequest {
@@ -675,7 +637,13 @@ mod tests {
 
     #[test]
     fn http_only_on_loopback() {
-        assert!(check_origin(&Url::parse("http://127.0.0.1:1/x").unwrap()).is_ok());
-        assert!(check_origin(&Url::parse("http://acme.my.salesforce.com/x").unwrap()).is_err());
+        assert!(check_origin(&Url::parse("http://127.0.0.1:1/x").unwrap(), "Salesforce").is_ok());
+        assert!(
+            check_origin(
+                &Url::parse("http://acme.my.salesforce.com/x").unwrap(),
+                "Salesforce"
+            )
+            .is_err()
+        );
     }
 }

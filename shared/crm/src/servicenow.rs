@@ -25,13 +25,14 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use mapping::Entity;
 use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
-use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
+use crate::http::{check_origin, checkpoint_of};
+use crate::reader::{CrmError, CrmReader, Fetched, Page, PageRequest};
 
 /// sys_ids per `sys_idIN...` query: 100 × 33 characters keeps the URL short.
 const IDS_PER_QUERY: usize = 100;
@@ -117,7 +118,7 @@ impl ServiceNowClient {
     ) -> Result<Self, CrmError> {
         let instance = Url::parse(&settings.instance_url)
             .map_err(|e| CrmError::Permanent(format!("invalid ServiceNow instance URL: {e}")))?;
-        check_origin(&instance)?;
+        check_origin(&instance, "ServiceNow")?;
         for t in [&settings.account_table, &settings.contact_table] {
             if !is_name(t, false) {
                 return Err(CrmError::Permanent(format!(
@@ -313,7 +314,7 @@ impl CrmReader for ServiceNowClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let checkpoint = match records.last() {
-            Some(r) => Some(checkpoint_of(r)?),
+            Some(r) => Some(checkpoint_of(r, "sys_id", "sys_updated_on", "ServiceNow")?),
             None => req.checkpoint.clone(),
         };
         let (cursor, more) = match &req.cursor {
@@ -374,23 +375,6 @@ impl CrmReader for ServiceNowClient {
     }
 }
 
-/// https everywhere, plain http only on loopback (the emulator, local tests): Basic
-/// credentials must not cross a network in clear text.
-fn check_origin(url: &Url) -> Result<(), CrmError> {
-    let loopback = matches!(
-        url.host_str(),
-        Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-    );
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        other => Err(CrmError::Permanent(format!(
-            "refusing a {other}:// ServiceNow URL on {}: https is required",
-            url.host_str().unwrap_or("?")
-        ))),
-    }
-}
-
 /// The rel="next" target of a `Link` header (`<url>;rel="next",<url>;rel="last"`).
 fn link_next(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("Link")?.to_str().ok()?;
@@ -442,33 +426,6 @@ fn api_error(text: &str) -> (String, String) {
     (field("message"), field("detail"))
 }
 
-fn checkpoint_of(record: &Value) -> Result<Checkpoint, CrmError> {
-    let id = record
-        .get("sys_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| CrmError::Permanent("ServiceNow record without sys_id".into()))?;
-    let stamp = record
-        .get("sys_updated_on")
-        .and_then(Value::as_str)
-        .and_then(parse_datetime)
-        .ok_or_else(|| {
-            CrmError::Permanent(format!(
-                "ServiceNow record {id} without a readable sys_updated_on"
-            ))
-        })?;
-    Ok(Checkpoint {
-        modified_at: stamp,
-        id: id.to_string(),
-    })
-}
-
-/// `YYYY-MM-DD HH:MM:SS`, UTC (raw values, `sysparm_display_value=false`).
-fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
-        .ok()
-        .map(|t| t.and_utc())
-}
-
 /// A datetime in the form queries compare against; sub-seconds are dropped (floor), so a
 /// `>=` bound stays inclusive.
 fn sn_datetime(t: DateTime<Utc>) -> String {
@@ -478,6 +435,12 @@ fn sn_datetime(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::reader::Checkpoint;
+
+    fn ts(s: &str) -> Option<DateTime<Utc>> {
+        mapping::transform::parse_timestamp(&Value::String(s.to_string()))
+    }
 
     fn client() -> ServiceNowClient {
         ServiceNowClient::new(
@@ -492,13 +455,13 @@ mod tests {
 
     #[test]
     fn keyset_query_shape() {
-        let t = parse_datetime("2024-01-16 17:43:01").unwrap();
+        let t = ts("2024-01-16 17:43:01").unwrap();
         let req = PageRequest {
             checkpoint: Some(Checkpoint {
                 modified_at: t,
                 id: "0123456789abcdef0123456789abcdef".into(),
             }),
-            modified_since: parse_datetime("2024-01-01 00:00:00"),
+            modified_since: ts("2024-01-01 00:00:00"),
             ..PageRequest::default()
         };
         assert_eq!(
@@ -573,7 +536,13 @@ mod tests {
 
     #[test]
     fn http_only_on_loopback() {
-        assert!(check_origin(&Url::parse("http://127.0.0.1:1/").unwrap()).is_ok());
-        assert!(check_origin(&Url::parse("http://acme.service-now.com/").unwrap()).is_err());
+        assert!(check_origin(&Url::parse("http://127.0.0.1:1/").unwrap(), "ServiceNow").is_ok());
+        assert!(
+            check_origin(
+                &Url::parse("http://acme.service-now.com/").unwrap(),
+                "ServiceNow"
+            )
+            .is_err()
+        );
     }
 }
