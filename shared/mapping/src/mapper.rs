@@ -170,7 +170,7 @@ impl Mapper {
                     .iter()
                     .flat_map(|c| c.paths.iter().chain(&c.join)),
             )
-            .filter_map(|p| p.text.split('/').nth(1).map(unescape_pointer))
+            .filter_map(|p| p.text.split('/').nth(1).map(crate::path::unescape))
             .collect();
         fields.sort();
         fields.dedup();
@@ -529,7 +529,7 @@ pub fn lookup<'a>(record: &'a Value, pointer: &str) -> Option<&'a Value> {
     if !pointer.is_empty() {
         for token in pointer.strip_prefix('/')?.split('/') {
             let tok: std::borrow::Cow<str> = if token.contains('~') {
-                token.replace("~1", "/").replace("~0", "~").into()
+                crate::path::unescape(token).into()
             } else {
                 token.into()
             };
@@ -549,10 +549,6 @@ pub fn lookup<'a>(record: &'a Value, pointer: &str) -> Option<&'a Value> {
         Value::Object(m) if m.contains_key("value") => m.get("value"),
         v => Some(v),
     }
-}
-
-fn unescape_pointer(s: &str) -> String {
-    s.replace("~1", "/").replace("~0", "~")
 }
 
 /// An id as it may appear in an error: ids are not personal data, but a malformed one could be

@@ -122,7 +122,8 @@ fn first_token(pointer: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
-fn unescape(token: &str) -> String {
+/// A JSON pointer token with `~1` and `~0` unescaped (RFC 6901 §4: `~1` first, then `~0`).
+pub(crate) fn unescape(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")
 }
 
