@@ -17,6 +17,8 @@ use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest}
 pub struct MemoryCrm {
     // Per entity: (modified, id) → record; the key order is the walk order.
     records: Mutex<BTreeMap<Entity, BTreeMap<Checkpoint, Value>>>,
+    // Per entity: (deleted at, id), as a CRM's recycle bin or delete audit keeps them.
+    deleted: Mutex<BTreeMap<Entity, Vec<(DateTime<Utc>, String)>>>,
     expire_cursors: AtomicBool,
     /// Requests served, for tests that count round trips.
     pub requests: AtomicU64,
@@ -41,9 +43,19 @@ impl MemoryCrm {
         );
     }
 
+    /// Deletes a record; [`CrmReader::list_deleted`] reports it from now on.
     pub fn remove(&self, entity: Entity, id: &str) {
         if let Some(t) = self.records.lock().expect("lock").get_mut(&entity) {
+            let before = t.len();
             t.retain(|k, _| k.id != id);
+            if t.len() < before {
+                self.deleted
+                    .lock()
+                    .expect("lock")
+                    .entry(entity)
+                    .or_default()
+                    .push((Utc::now(), id.to_string()));
+            }
         }
     }
 
@@ -136,5 +148,23 @@ impl CrmReader for MemoryCrm {
             }
         }
         Ok(out)
+    }
+
+    async fn list_deleted(
+        &self,
+        entity: Entity,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<String>>, CrmError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let deleted = self.deleted.lock().expect("lock");
+        Ok(Some(
+            deleted
+                .get(&entity)
+                .into_iter()
+                .flatten()
+                .filter(|(at, _)| *at >= since)
+                .map(|(_, id)| id.clone())
+                .collect(),
+        ))
     }
 }

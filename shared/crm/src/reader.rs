@@ -87,4 +87,18 @@ pub trait CrmReader: Send + Sync {
 
     /// The current state of records by id.
     async fn fetch_by_ids(&self, entity: Entity, ids: &[String]) -> Result<Fetched, CrmError>;
+
+    /// Ids of records deleted at or after `since`, for the catch-up pass: a record read by the
+    /// snapshot and deleted before the walk ended would otherwise stay in Dataverse until a
+    /// webhook says so. `None`: this CRM offers no such list (webhooks carry deletions alone).
+    /// The CRM's retention bounds what it can answer (Salesforce keeps deletions 15 days,
+    /// `getDeleted` says so with `INVALID_REPLICATION_DATE`); an answer it cannot give is an
+    /// error, never a silently short list.
+    async fn list_deleted(
+        &self,
+        _entity: Entity,
+        _since: DateTime<Utc>,
+    ) -> Result<Option<Vec<String>>, CrmError> {
+        Ok(None)
+    }
 }
