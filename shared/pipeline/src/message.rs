@@ -70,6 +70,9 @@ pub struct SyncCounts {
     pub enqueued: u64,
     /// Records that could not be mapped (each logged with its reason).
     pub skipped: u64,
+    /// Deletions the catch-up pass found and enqueued.
+    #[serde(default)]
+    pub deleted: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

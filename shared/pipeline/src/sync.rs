@@ -198,6 +198,12 @@ pub async fn run_sync_page(
     send_changes(ports.upsert, correlation_id, &changes, &group).await?;
     counts.enqueued += changes.len() as u64;
 
+    if !page.more
+        && let Phase::CatchUp { since } = job.phase
+    {
+        counts.deleted += enqueue_deletions(&job, since, correlation_id, ports).await?;
+    }
+
     let later = job
         .entities
         .iter()
@@ -251,6 +257,7 @@ pub async fn run_sync_page(
         read = counts.read,
         enqueued = counts.enqueued,
         skipped = counts.skipped,
+        deleted = counts.deleted,
         total = ?page.total,
         finished = next.is_none(),
         "sync page done"
@@ -262,6 +269,35 @@ pub async fn run_sync_page(
     })
 }
 
+/// Asks the CRM what was deleted since the catch-up pass began and enqueues those deletions.
+/// Each id is fetched first: a record that came back (Salesforce undelete, HubSpot restore) is
+/// written as it is now instead of deleted. Returns how many deletions were enqueued.
+async fn enqueue_deletions(
+    job: &SyncPageJob,
+    since: chrono::DateTime<Utc>,
+    correlation_id: &str,
+    ports: &SyncPorts<'_>,
+) -> Result<u64, StepError> {
+    let Some(ids) = reader(ports, &job.source)?
+        .list_deleted(job.entity, since)
+        .await?
+    else {
+        return Ok(0);
+    };
+    let mut deleted = 0;
+    // Fetch by ids is bounded per request by every CRM; 100 fits all of them.
+    for chunk in ids.chunks(100) {
+        let changes = fetch_changes(&job.source, job.entity, chunk, correlation_id, ports).await?;
+        deleted += changes
+            .iter()
+            .filter(|c| c.op == Operation::Delete)
+            .count() as u64;
+        send_each(&changes, correlation_id, ports).await?;
+    }
+    info!(job_id = %job.job_id, entity = %job.entity, listed = ids.len(), deleted, "catch-up deletions enqueued");
+    Ok(deleted)
+}
+
 /// Fetches the records a notification named and enqueues their current state; a record the CRM
 /// no longer returns is deleted.
 pub async fn run_fetch(
@@ -269,15 +305,28 @@ pub async fn run_fetch(
     correlation_id: &str,
     ports: &SyncPorts<'_>,
 ) -> Result<usize, StepError> {
+    let changes = fetch_changes(&job.source, job.entity, &job.ids, correlation_id, ports).await?;
+    send_each(&changes, correlation_id, ports).await?;
+    info!(correlation_id, entity = %job.entity, ids = job.ids.len(), enqueued = changes.len(), reason = %job.reason, "fetch done");
+    Ok(changes.len())
+}
+
+/// The current state of `ids` as changes: what the CRM returns is written, what it does not is
+/// deleted.
+async fn fetch_changes(
+    source: &SourceId,
+    entity: Entity,
+    ids: &[String],
+    correlation_id: &str,
+    ports: &SyncPorts<'_>,
+) -> Result<Vec<Change>, StepError> {
     let mapper = ports
         .sources
-        .get(&job.source)
-        .ok_or_else(|| StepError::Permanent(format!("unknown source `{}`", job.source)))?;
-    let fetched = reader(ports, &job.source)?
-        .fetch_by_ids(job.entity, &job.ids)
-        .await?;
+        .get(source)
+        .ok_or_else(|| StepError::Permanent(format!("unknown source `{source}`")))?;
+    let fetched = reader(ports, source)?.fetch_by_ids(entity, ids).await?;
     let mut changes: Vec<Change> = Vec::new();
-    for item in map_records(mapper, job.entity, &fetched.records) {
+    for item in map_records(mapper, entity, &fetched.records) {
         match item.outcome {
             Outcome::Notice {
                 notice: Notice::Change(c),
@@ -290,16 +339,34 @@ pub async fn run_fetch(
         }
     }
     let now = Utc::now();
-    changes.extend(fetched.missing.into_iter().map(|id| Change {
-        source: job.source.clone(),
-        entity: job.entity,
-        source_id: id,
-        op: Operation::Delete,
-        modified_at: Some(now),
-        parent: Parent::Unchanged,
-        record_url: None,
-    }));
-    for c in &changes {
+    for raw in fetched.missing {
+        let source_id = match mapper.normalise_id(&raw) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(correlation_id, error = %e, "a deleted record's id is not valid; skipped");
+                continue;
+            }
+        };
+        changes.push(Change {
+            source: source.clone(),
+            entity,
+            source_id,
+            op: Operation::Delete,
+            modified_at: Some(now),
+            parent: Parent::Unchanged,
+            record_url: None,
+        });
+    }
+    Ok(changes)
+}
+
+/// One message per record, grouped by the record, so its changes stay in order.
+async fn send_each(
+    changes: &[Change],
+    correlation_id: &str,
+    ports: &SyncPorts<'_>,
+) -> Result<(), StepError> {
+    for c in changes {
         send_changes(
             ports.upsert,
             correlation_id,
@@ -308,8 +375,7 @@ pub async fn run_fetch(
         )
         .await?;
     }
-    info!(correlation_id, entity = %job.entity, ids = job.ids.len(), enqueued = changes.len(), reason = %job.reason, "fetch done");
-    Ok(changes.len())
+    Ok(())
 }
 
 fn reader<'a>(ports: &'a SyncPorts<'_>, source: &SourceId) -> Result<&'a dyn CrmReader, StepError> {

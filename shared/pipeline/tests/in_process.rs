@@ -375,3 +375,62 @@ async fn a_contact_whose_account_never_comes_is_dead_lettered_after_the_budget()
     assert!(dlq[0].1["crm_sync_error"].contains("gave up after 4 attempts"));
     assert!(s.dataverse.rows().is_empty());
 }
+
+#[tokio::test]
+async fn changes_during_the_walk_are_right_after_the_catch_up_pass() {
+    let s = setup();
+    let p = &s.pipeline;
+    start_sync(&src(), &[], &p.sync_ports()).await.unwrap();
+    let mut totals = Default::default();
+    p.sync_batch(Duration::ZERO, &mut totals).await; // accounts A1, A2 read
+    let now = Utc::now();
+    // Behind the walk: A1 changed, A2 deleted. Ahead of it: C3 deleted, C1 changed. New: A5.
+    s.crm.put(
+        Entity::Account,
+        A1,
+        now,
+        account(A1, "Acme Renamed", "+1 415 555 0111", now.timestamp()),
+    );
+    s.crm.remove(Entity::Account, A2);
+    s.crm.remove(Entity::Contact, C3);
+    s.crm.put(
+        Entity::Contact,
+        C1,
+        now,
+        contact(C1, "Ng", "ann@new.example", Some(A1), now.timestamp()),
+    );
+    const A5: &str = "001000000000005AAA";
+    s.crm.put(
+        Entity::Account,
+        A5,
+        now,
+        account(A5, "Umbrella", "+1 415 555 0105", now.timestamp()),
+    );
+    let (totals, idle) = p.run_until_idle(Duration::from_secs(20)).await;
+    assert!(idle, "queues did not drain: {totals:?}");
+    let want = expected(vec![
+        (
+            key(Entity::Account, A1),
+            account_row(A1, "Acme Renamed", "+14155550111"),
+        ),
+        (
+            key(Entity::Account, A3),
+            account_row(A3, "Initech", "+14155550103"),
+        ),
+        (
+            key(Entity::Account, A5),
+            account_row(A5, "Umbrella", "+14155550105"),
+        ),
+        (
+            key(Entity::Contact, C1),
+            contact_row(C1, "Ng", "ann@new.example", Some(A1)),
+        ),
+        (
+            key(Entity::Contact, C2),
+            contact_row(C2, "Ruiz", "bo@globex.com", Some(A2)),
+        ),
+    ]);
+    let rows = s.dataverse.rows();
+    assert_eq!(rows, want);
+    assert!(p.queues.upsert_dlq.is_empty() && p.queues.sync_dlq.is_empty());
+}
