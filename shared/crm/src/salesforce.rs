@@ -46,15 +46,30 @@ const DAILY_LIMIT_PAUSE: Duration = Duration::from_secs(15 * 60);
 /// Pause after a concurrent-request 403 (`ConcurrentPerOrgLongTxn Limit exceeded`).
 const CONCURRENCY_PAUSE: Duration = Duration::from_secs(30);
 
+/// How the integration user's session is obtained.
+#[derive(Clone)]
+pub enum SalesforceAuth {
+    /// OAuth 2.0 client credentials: the connected app's consumer secret; the session runs as
+    /// the app's "Run As" user.
+    ClientCredentials { client_secret: String },
+    /// OAuth 2.0 JWT bearer: an RS256 assertion signed with the private key whose certificate is
+    /// uploaded to the connected app; no secret crosses the wire. `audience` is
+    /// `https://login.salesforce.com` (production) or `https://test.salesforce.com` (sandbox).
+    JwtBearer {
+        username: String,
+        private_key_pem: String,
+        audience: String,
+    },
+}
+
 /// Where and how to authenticate.
 #[derive(Clone)]
 pub struct SalesforceSettings {
     /// `https://<MyDomain>.my.salesforce.com/services/oauth2/token`.
     pub token_url: String,
-    /// Consumer key of the connected app.
+    /// Consumer key of the connected app (the JWT's `iss`).
     pub client_id: String,
-    /// Consumer secret of the connected app.
-    pub client_secret: String,
+    pub auth: SalesforceAuth,
     /// REST API version without the `v`, e.g. `62.0`.
     pub api_version: String,
     /// How long to pause before a request when the org has used more than 90 % of its daily
@@ -63,11 +78,22 @@ pub struct SalesforceSettings {
 }
 
 impl SalesforceSettings {
+    /// Client credentials flow.
     pub fn new(token_url: &str, client_id: &str, client_secret: &str) -> Self {
+        Self::with_auth(
+            token_url,
+            client_id,
+            SalesforceAuth::ClientCredentials {
+                client_secret: client_secret.to_string(),
+            },
+        )
+    }
+
+    pub fn with_auth(token_url: &str, client_id: &str, auth: SalesforceAuth) -> Self {
         SalesforceSettings {
             token_url: token_url.to_string(),
             client_id: client_id.to_string(),
-            client_secret: client_secret.to_string(),
+            auth,
             api_version: DEFAULT_API_VERSION.to_string(),
             high_usage_pause: Duration::from_secs(1),
         }
@@ -79,7 +105,13 @@ impl fmt::Debug for SalesforceSettings {
         f.debug_struct("SalesforceSettings")
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
+            .field(
+                "auth",
+                &match &self.auth {
+                    SalesforceAuth::ClientCredentials { .. } => "client credentials (redacted)",
+                    SalesforceAuth::JwtBearer { .. } => "JWT bearer (redacted)",
+                },
+            )
             .field("api_version", &self.api_version)
             .finish()
     }
@@ -95,6 +127,8 @@ pub struct SalesforceClient {
     http: reqwest::Client,
     settings: SalesforceSettings,
     token_url: Url,
+    /// The JWT bearer flow's signing key, parsed once.
+    jwt_key: Option<jsonwebtoken::EncodingKey>,
     fields: HashMap<Entity, Vec<String>>,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     usage_used: AtomicU64,
@@ -136,6 +170,20 @@ impl SalesforceClient {
         let token_url = Url::parse(&settings.token_url)
             .map_err(|e| CrmError::Permanent(format!("invalid Salesforce token URL: {e}")))?;
         check_origin(&token_url, "Salesforce")?;
+        let jwt_key = match &settings.auth {
+            SalesforceAuth::ClientCredentials { .. } => None,
+            SalesforceAuth::JwtBearer {
+                private_key_pem, ..
+            } => Some(
+                jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.as_bytes()).map_err(
+                    |_| {
+                        CrmError::Permanent(
+                            "the Salesforce JWT bearer private key is not an RSA key in PEM".into(),
+                        )
+                    },
+                )?,
+            ),
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .connect_timeout(Duration::from_secs(10))
@@ -145,6 +193,7 @@ impl SalesforceClient {
             http,
             settings,
             token_url,
+            jwt_key,
             fields,
             session: tokio::sync::Mutex::new(None),
             usage_used: AtomicU64::new(0),
@@ -230,12 +279,49 @@ impl SalesforceClient {
         }
     }
 
+    /// The token request's form for the configured flow.
+    fn token_form(&self) -> Result<Vec<(&'static str, String)>, CrmError> {
+        Ok(match (&self.settings.auth, &self.jwt_key) {
+            (SalesforceAuth::ClientCredentials { client_secret }, _) => vec![
+                ("grant_type", "client_credentials".into()),
+                ("client_id", self.settings.client_id.clone()),
+                ("client_secret", client_secret.clone()),
+            ],
+            (
+                SalesforceAuth::JwtBearer {
+                    username, audience, ..
+                },
+                Some(key),
+            ) => {
+                // Salesforce wants `exp` within three minutes; two leaves room for clock skew.
+                let claims = serde_json::json!({
+                    "iss": self.settings.client_id,
+                    "sub": username,
+                    "aud": audience,
+                    "exp": chrono::Utc::now().timestamp() + 120,
+                });
+                let jwt = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+                    &claims,
+                    key,
+                )
+                .map_err(|_| CrmError::Permanent("cannot sign the Salesforce JWT".into()))?;
+                vec![
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+                    ),
+                    ("assertion", jwt),
+                ]
+            }
+            (SalesforceAuth::JwtBearer { .. }, None) => {
+                return Err(CrmError::Permanent("no JWT signing key".into()));
+            }
+        })
+    }
+
     async fn authenticate(&self) -> Result<Session, CrmError> {
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", self.settings.client_id.as_str()),
-            ("client_secret", self.settings.client_secret.as_str()),
-        ];
+        let form = self.token_form()?;
         let resp = self
             .http
             .post(self.token_url.clone())
@@ -256,7 +342,11 @@ impl SalesforceClient {
                 CrmError::Unavailable(format!("Salesforce token endpoint answered {status}"))
             } else {
                 CrmError::Access(format!(
-                    "Salesforce refused the client credentials ({status} {err}: {desc})"
+                    "Salesforce refused the {} ({status} {err}: {desc})",
+                    match self.settings.auth {
+                        SalesforceAuth::ClientCredentials { .. } => "client credentials",
+                        SalesforceAuth::JwtBearer { .. } => "JWT bearer assertion",
+                    }
                 ))
             });
         }
@@ -440,6 +530,61 @@ impl CrmReader for SalesforceClient {
         }
         Ok(out)
     }
+
+    /// "sObject Get Deleted" (`/sobjects/{object}/deleted/?start=&end=`): the org's delete log,
+    /// which Salesforce keeps 15 days; an older `since` is `INVALID_REPLICATION_DATE`, a
+    /// permanent error, so a catch-up pass that started too long ago says so instead of missing
+    /// deletions.
+    async fn list_deleted(
+        &self,
+        entity: Entity,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<String>>, CrmError> {
+        // The window is in whole minutes and must end after it starts; ending a minute ahead
+        // covers deletions made this minute.
+        let start = replication_date(since);
+        let end = replication_date(Utc::now() + chrono::Duration::minutes(1));
+        let body = self
+            .get(
+                |s| {
+                    let mut url = s
+                        .instance
+                        .join(&format!(
+                            "/services/data/v{}/sobjects/{}/deleted/",
+                            self.settings.api_version,
+                            object_name(entity)
+                        ))
+                        .map_err(|e| CrmError::Permanent(format!("getDeleted URL: {e}")))?;
+                    url.query_pairs_mut()
+                        .append_pair("start", &start)
+                        .append_pair("end", &end);
+                    Ok(url)
+                },
+                None,
+            )
+            .await?;
+        let records = body
+            .get("deletedRecords")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                CrmError::Permanent("getDeleted response without deletedRecords".into())
+            })?;
+        records
+            .iter()
+            .map(|r| {
+                r.get("id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| CrmError::Permanent("getDeleted record without id".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
+
+/// `start`/`end` as getDeleted wants them: whole minutes in UTC.
+fn replication_date(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:00+00:00").to_string()
 }
 
 /// A `nextRecordsUrl` joined to the instance. Salesforce sends a path; an absolute URL is

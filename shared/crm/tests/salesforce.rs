@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use crm::salesforce::{SalesforceClient, SalesforceSettings};
+use crm::salesforce::{SalesforceAuth, SalesforceClient, SalesforceSettings};
 use crm::{CrmError, CrmReader, Page, PageRequest};
 use crm_emulator::{SalesforceConfig, SalesforceEmulator};
 use mapping::Entity;
@@ -333,4 +333,148 @@ async fn bad_credentials_are_an_access_error_without_the_secret() {
         }
         other => panic!("expected Access, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_during_a_walk_are_listed_for_the_catch_up_pass() {
+    let emu = org(300, 0, 0).await;
+    let c = client(&emu);
+    let started = Utc::now() - chrono::Duration::seconds(1);
+    // In walk order (SystemModstamp, Id): the first is read before the deletions, the last after.
+    let mut ids = emu.ids("Account");
+    ids.sort_by_key(|id| {
+        let r = emu.record(id).expect("record");
+        (
+            r["SystemModstamp"].as_str().unwrap_or("").to_string(),
+            id.clone(),
+        )
+    });
+    let (behind, ahead) = (ids[0].clone(), ids[299].clone());
+    let mut deleted_during = false;
+    let (records, _) = walk(&c, Entity::Account, 200, |page| {
+        if page == 0 {
+            deleted_during = emu.delete(&behind) && emu.delete(&ahead);
+        }
+    })
+    .await;
+    assert!(deleted_during);
+    // A query cursor holds its result rows as of the query: both deleted records were still
+    // returned by the walk, so only the delete log can tell the catch-up pass about them.
+    let seen: HashSet<String> = records.iter().map(id_of).collect();
+    assert!(seen.contains(&behind) && seen.contains(&ahead));
+    let deleted = c
+        .list_deleted(Entity::Account, started)
+        .await
+        .expect("getDeleted")
+        .expect("Salesforce lists deletions");
+    assert_eq!(
+        deleted.into_iter().collect::<HashSet<_>>(),
+        HashSet::from([behind.clone(), ahead.clone()])
+    );
+    // Contacts had none; a window older than the 15 days Salesforce keeps is an error, not a
+    // silently empty list.
+    assert_eq!(
+        c.list_deleted(Entity::Contact, started).await.unwrap(),
+        Some(vec![])
+    );
+    let old = Utc::now() - chrono::Duration::days(16);
+    match c.list_deleted(Entity::Account, old).await {
+        Err(e @ CrmError::Permanent(_)) => {
+            assert!(e.to_string().contains("INVALID_REPLICATION_DATE"), "{e}")
+        }
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+}
+
+const JWT_KEY: &str = include_str!("../../../emulators/crm/tests/data/salesforce-jwt.key.pem");
+const JWT_CERT: &str = include_str!("../../../emulators/crm/tests/data/salesforce-jwt.cert.pem");
+/// Another key pair: its signatures must not pass for the connected app's certificate.
+const OTHER_KEY: &str = include_str!("../../../emulators/dataverse/tests/data/test-client.key.pem");
+
+async fn jwt_org() -> SalesforceEmulator {
+    SalesforceEmulator::start(SalesforceConfig {
+        accounts: 3,
+        contacts_per_account: 0,
+        orphan_contacts: 0,
+        jwt_certificate_pem: Some(JWT_CERT.into()),
+        ..SalesforceConfig::default()
+    })
+    .await
+    .expect("emulator starts")
+}
+
+fn jwt_client(emu: &SalesforceEmulator, username: &str, key: &str, aud: &str) -> SalesforceClient {
+    let s = SalesforceSettings::with_auth(
+        &emu.token_url(),
+        &emu.config().client_id,
+        SalesforceAuth::JwtBearer {
+            username: username.into(),
+            private_key_pem: key.into(),
+            audience: aud.into(),
+        },
+    );
+    SalesforceClient::new(s, fields()).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_bearer_flow_reads_the_org() {
+    let emu = jwt_org().await;
+    let user = emu.config().username.clone();
+    let c = jwt_client(&emu, &user, JWT_KEY, "https://login.salesforce.com");
+    let page = c
+        .list_page(Entity::Account, &PageRequest::default())
+        .await
+        .expect("JWT session");
+    assert_eq!(page.records.len(), 3);
+    // A session that dies is re-established with a fresh assertion.
+    emu.expire_sessions();
+    c.fetch_by_ids(Entity::Account, &[id_of(&page.records[0])])
+        .await
+        .expect("re-authenticated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_bearer_refusals_are_access_errors_that_name_the_cause() {
+    let emu = jwt_org().await;
+    let user = emu.config().username.clone();
+    let cases = [
+        (
+            jwt_client(&emu, &user, OTHER_KEY, "https://login.salesforce.com"),
+            "invalid assertion",
+        ),
+        (
+            jwt_client(&emu, &user, JWT_KEY, "https://evil.example"),
+            "audience is invalid",
+        ),
+        (
+            jwt_client(
+                &emu,
+                "someone@else.example",
+                JWT_KEY,
+                "https://test.salesforce.com",
+            ),
+            "user hasn't approved this consumer",
+        ),
+    ];
+    for (c, want) in cases {
+        match c.list_page(Entity::Account, &PageRequest::default()).await {
+            Err(CrmError::Access(m)) => {
+                assert!(m.contains(want), "{m}");
+                assert!(m.contains("JWT bearer"), "{m}");
+                assert!(!m.contains("PRIVATE KEY"), "{m}");
+            }
+            other => panic!("expected Access ({want}), got {other:?}"),
+        }
+    }
+    let s = SalesforceSettings::with_auth(
+        &emu.token_url(),
+        "x",
+        SalesforceAuth::JwtBearer {
+            username: user,
+            private_key_pem: "not a key".into(),
+            audience: "https://login.salesforce.com".into(),
+        },
+    );
+    let e = SalesforceClient::new(s, fields()).expect_err("bad key");
+    assert!(e.to_string().contains("not an RSA key"), "{e}");
 }

@@ -46,7 +46,24 @@ pub enum ConnectionConfig {
     },
     /// ServiceNow Table API with Basic auth on the source's `base_url`; the tables default to
     /// the mapping's object names (customer_account, customer_contact).
-    ServicenowBasic { user: String, password: String },
+    /// Salesforce OAuth 2.0 JWT bearer: `private_key` is a reference (`env:` / `file:`) to the
+    /// PEM key whose certificate is uploaded to the connected app.
+    SalesforceJwtBearer {
+        token_url: String,
+        client_id: String,
+        username: String,
+        private_key: String,
+        #[serde(default = "default_salesforce_audience")]
+        audience: String,
+    },
+    ServicenowBasic {
+        user: String,
+        password: String,
+    },
+}
+
+fn default_salesforce_audience() -> String {
+    "https://login.salesforce.com".into()
 }
 
 /// `[sources.webhook]`: how requests from this CRM prove where they come from. Secrets are
@@ -73,6 +90,25 @@ pub struct DataverseConfig {
     /// `deterministic-id` (default) or `alternate-key`.
     #[serde(default)]
     pub identity: IdentityStrategy,
+}
+
+/// A Salesforce reader, for a source that is a Salesforce one.
+fn salesforce_reader(
+    source: &SourceConfig,
+    key: &str,
+    settings: crm::salesforce::SalesforceSettings,
+    fields: std::collections::HashMap<mapping::Entity, Vec<String>>,
+) -> Result<std::sync::Arc<dyn crm::CrmReader>, mapping::ConfigError> {
+    if source.kind != mapping::CrmKind::Salesforce {
+        return Err(mapping::ConfigError::new(
+            key,
+            "this connection is for salesforce sources",
+        ));
+    }
+    Ok(std::sync::Arc::new(
+        crm::salesforce::SalesforceClient::new(settings, fields)
+            .map_err(|err| mapping::ConfigError::new(key, err.to_string()))?,
+    ))
 }
 
 #[derive(Debug, Error)]
@@ -140,12 +176,6 @@ impl Config {
                     client_id,
                     client_secret,
                 } => {
-                    if e.kind != mapping::CrmKind::Salesforce {
-                        return Err(mapping::ConfigError::new(
-                            &key,
-                            "salesforce-client-credentials is for salesforce sources",
-                        ));
-                    }
                     let secret = crate::webhook::resolve_secret(client_secret, "client_secret")
                         .map_err(|err| err.within(&key))?;
                     let settings = crm::salesforce::SalesforceSettings::new(
@@ -153,10 +183,27 @@ impl Config {
                         client_id,
                         secret.expose(),
                     );
-                    std::sync::Arc::new(
-                        crm::salesforce::SalesforceClient::new(settings, fields)
-                            .map_err(|err| mapping::ConfigError::new(&key, err.to_string()))?,
-                    )
+                    salesforce_reader(e, &key, settings, fields)?
+                }
+                ConnectionConfig::SalesforceJwtBearer {
+                    token_url,
+                    client_id,
+                    username,
+                    private_key,
+                    audience,
+                } => {
+                    let pem = crate::webhook::resolve_secret(private_key, "private_key")
+                        .map_err(|err| err.within(&key))?;
+                    let settings = crm::salesforce::SalesforceSettings::with_auth(
+                        token_url,
+                        client_id,
+                        crm::salesforce::SalesforceAuth::JwtBearer {
+                            username: username.clone(),
+                            private_key_pem: pem.expose().to_string(),
+                            audience: audience.clone(),
+                        },
+                    );
+                    salesforce_reader(e, &key, settings, fields)?
                 }
                 ConnectionConfig::ServicenowBasic { user, password } => {
                     if e.kind != mapping::CrmKind::Servicenow {

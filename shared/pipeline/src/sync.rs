@@ -288,10 +288,7 @@ async fn enqueue_deletions(
     // Fetch by ids is bounded per request by every CRM; 100 fits all of them.
     for chunk in ids.chunks(100) {
         let changes = fetch_changes(&job.source, job.entity, chunk, correlation_id, ports).await?;
-        deleted += changes
-            .iter()
-            .filter(|c| c.op == Operation::Delete)
-            .count() as u64;
+        deleted += changes.iter().filter(|c| c.op == Operation::Delete).count() as u64;
         send_each(&changes, correlation_id, ports).await?;
     }
     info!(job_id = %job.job_id, entity = %job.entity, listed = ids.len(), deleted, "catch-up deletions enqueued");

@@ -27,6 +27,11 @@ pub struct SalesforceConfig {
     pub daily_limit: u64,
     /// Organization id, in the identity URL and token prefix.
     pub org_id: String,
+    /// The X.509 certificate (PEM) uploaded to the connected app for the JWT bearer flow
+    /// ("Use digital signatures"); `None`: the app has none and JWT assertions are refused.
+    pub jwt_certificate_pem: Option<String>,
+    /// The username a JWT's `sub` must name: the pre-authorised integration user.
+    pub username: String,
 }
 
 impl Default for SalesforceConfig {
@@ -47,6 +52,8 @@ impl Default for SalesforceConfig {
             client_secret: "emulator-consumer-secret".into(),
             daily_limit: 100_000,
             org_id: "00DDn000000EmuAAA".into(),
+            jwt_certificate_pem: None,
+            username: "integration@emulator.example".into(),
         }
     }
 }
