@@ -13,12 +13,15 @@ use serde_json::Value;
 
 use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
 
+/// When a record was deleted, and its id.
+type Deletion = (DateTime<Utc>, String);
+
 #[derive(Default)]
 pub struct MemoryCrm {
     // Per entity: (modified, id) → record; the key order is the walk order.
     records: Mutex<BTreeMap<Entity, BTreeMap<Checkpoint, Value>>>,
     // Per entity: (deleted at, id), as a CRM's recycle bin or delete audit keeps them.
-    deleted: Mutex<BTreeMap<Entity, Vec<(DateTime<Utc>, String)>>>,
+    deleted: Mutex<BTreeMap<Entity, Vec<Deletion>>>,
     expire_cursors: AtomicBool,
     /// Requests served, for tests that count round trips.
     pub requests: AtomicU64,
