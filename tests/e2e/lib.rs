@@ -51,5 +51,6 @@ pub fn local_pipeline(
             parent_delay: Duration::from_millis(50),
         },
         batch_size: 10,
+        recent: Default::default(),
     }
 }

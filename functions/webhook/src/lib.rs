@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use pipeline::Queue;
+use pipeline::recent::RecentEvents;
 use pipeline::sources::Sources;
 use pipeline::webhook::{WebhookPorts, WebhookRequest, handle_request};
 
@@ -14,6 +15,8 @@ pub struct App {
     pub upsert: Box<dyn Queue>,
     pub sync: Box<dyn Queue>,
     pub dlq: Box<dyn Queue>,
+    /// Events this container queued lately (CRM retries are answered without requeueing).
+    pub recent: RecentEvents,
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
@@ -62,6 +65,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         upsert: app.upsert.as_ref(),
         sync: app.sync.as_ref(),
         dlq: app.dlq.as_ref(),
+        recent: Some(&app.recent),
     };
     let wreq = WebhookRequest {
         method: &method,

@@ -23,6 +23,7 @@ async fn main() -> Result<(), Error> {
         upsert: Box::new(SqsQueue::new(sqs.clone(), env("UPSERT_QUEUE_URL")?)),
         sync: Box::new(SqsQueue::new(sqs.clone(), env("SYNC_QUEUE_URL")?)),
         dlq: Box::new(SqsQueue::new(sqs, env("WEBHOOK_DLQ_URL")?)),
+        recent: Default::default(),
     };
     let app = &app;
     lambda_http::run(service_fn(move |req: Request| async move {

@@ -32,6 +32,7 @@ fn app() -> (App, Arc<MemoryQueue>) {
             upsert: Box::new(upsert.clone()),
             sync: Box::new(q("sync")),
             dlq: Box::new(q("dlq")),
+            recent: Default::default(),
         },
         upsert,
     )

@@ -8,6 +8,7 @@
 
 pub mod columns;
 pub mod error;
+pub mod events;
 pub mod identity;
 pub mod mapper;
 pub mod model;

@@ -540,3 +540,27 @@ fn alternate_key_rows_keep_key_columns_out_of_the_body() {
         "/accounts(msdyn_source_crm=100000001,msdyn_source_crm_id='001D000000IRFmaIAH')"
     );
 }
+
+#[test]
+fn vendor_events_have_identities_that_survive_retries() {
+    use mapping::events::event_keys;
+    let hubspot: Value = serde_json::from_str(&fixture("hubspot-webhook-v1.body.json")).unwrap();
+    let keys = event_keys(CrmKind::Hubspot, &hubspot);
+    assert_eq!(
+        keys,
+        ["hubspot:62515:contact.creation:123:1564113600000::1"]
+    );
+    let mut retry = hubspot.clone();
+    retry[0]["attemptNumber"] = json!(1);
+    assert_eq!(event_keys(CrmKind::Hubspot, &retry), keys);
+
+    let cdc: Value = serde_json::from_str(&fixture("salesforce-cdc-event.json")).unwrap();
+    let want = ["salesforce-cdc:000001d3-3d55-688b-98ea-39d0a21240f4:1"];
+    assert_eq!(event_keys(CrmKind::Salesforce, &cdc), want);
+    // Relayed by EventBridge: the same change, the same identity.
+    let relayed = json!({"version": "0", "id": "e-1", "detail-type": "AccountChangeEvent",
+        "source": "aws.partner/salesforce.com/00D/0YL", "detail": {"payload": cdc["payload"].clone()}});
+    assert_eq!(event_keys(CrmKind::Salesforce, &relayed), want);
+    // A plain record (Apex, REST) has no event identity.
+    assert!(event_keys(CrmKind::Salesforce, &json!({"Id": "001"})).is_empty());
+}

@@ -103,6 +103,8 @@ async fn main() {
         upsert: &Discard,
         sync: &Discard,
         dlq: &Discard,
+        // The same bodies are sent over and over: a duplicate window would answer them unread.
+        recent: None,
     };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -9,6 +9,7 @@ pub mod config;
 pub mod memory_queue;
 pub mod message;
 pub mod queue;
+pub mod recent;
 pub mod runner;
 pub mod sources;
 pub mod sync;

@@ -9,6 +9,7 @@ use dataverse::DataverseWriter;
 
 use crate::memory_queue::{MemoryQueue, MemoryQueueConfig};
 use crate::queue::{ERROR_ATTRIBUTE, OutMessage, Queue, Received};
+use crate::recent::RecentEvents;
 use crate::sources::Sources;
 use crate::sync::{Crms, StepError, SyncPorts, SyncSettings, handle_sync_message};
 use crate::upsert::{InMessage, UpsertPolicy, UpsertPorts, UpsertReport, apply_changes};
@@ -65,6 +66,8 @@ pub struct LocalPipeline {
     pub policy: UpsertPolicy,
     /// Messages per upsert batch (Lambda's BatchSize).
     pub batch_size: usize,
+    /// Webhook events queued lately.
+    pub recent: RecentEvents,
 }
 
 impl LocalPipeline {
@@ -83,6 +86,7 @@ impl LocalPipeline {
             upsert: self.queues.upsert.as_ref(),
             sync: self.queues.sync.as_ref(),
             dlq: self.queues.upsert_dlq.as_ref(),
+            recent: Some(&self.recent),
         }
     }
 

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::message::{self, FetchJob, Message};
 use crate::queue::{ERROR_ATTRIBUTE, OutMessage, Queue};
+use crate::recent::RecentEvents;
 use crate::sources::Sources;
 use crate::sync::{StepError, digest, send_changes};
 
@@ -28,6 +29,8 @@ pub struct WebhookPorts<'a> {
     pub upsert: &'a dyn Queue,
     pub sync: &'a dyn Queue,
     pub dlq: &'a dyn Queue,
+    /// Events queued lately, to answer a CRM's retry without queueing it again.
+    pub recent: Option<&'a RecentEvents>,
 }
 
 /// What a request was turned into.
@@ -38,6 +41,13 @@ pub struct Accepted {
     pub fetches: usize,
     pub skipped: usize,
     pub failed: usize,
+    /// Events already queued lately (a CRM's retry): answered, not queued again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicates: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -356,7 +366,18 @@ async fn outbound(
             }
         })
         .collect();
-    enqueue(source, items, correlation_id, ports).await?;
+    // Salesforce resends a notification with the same Id until it is acknowledged.
+    let keys: Vec<String> = om
+        .notifications
+        .iter()
+        .map(|n| format!("outbound:{}:{}", om.organization_id, n.id))
+        .collect();
+    let keys = if om.notifications.iter().all(|n| !n.id.is_empty()) {
+        keys
+    } else {
+        Vec::new()
+    };
+    enqueue_once(source, items, &keys, correlation_id, ports).await?;
     // Salesforce retries until it reads this acknowledgement.
     Ok(WebhookResponse {
         status: 200,
@@ -386,7 +407,39 @@ pub async fn handle_webhook(
         .map_err(|e| WebhookError::BadRequest(format!("body is not JSON: {e}")))?;
     let items =
         decode(mapper, &payload, None).map_err(|e| WebhookError::BadRequest(e.to_string()))?;
-    enqueue(source, items, correlation_id, ports).await
+    let keys = mapping::events::event_keys(mapper.kind, &payload);
+    enqueue_once(source, items, &keys, correlation_id, ports).await
+}
+
+/// [`enqueue`], unless every event was queued lately; the events are remembered once queued.
+async fn enqueue_once(
+    source: &str,
+    items: Vec<Item>,
+    keys: &[String],
+    correlation_id: &str,
+    ports: &WebhookPorts<'_>,
+) -> Result<Accepted, WebhookError> {
+    let now = std::time::Instant::now();
+    if let Some(recent) = ports.recent
+        && recent.all_seen(source, keys, now)
+    {
+        info!(
+            correlation_id,
+            source,
+            events = keys.len(),
+            "webhook events already queued; not queued again"
+        );
+        return Ok(Accepted {
+            correlation_id: correlation_id.to_string(),
+            duplicates: keys.len(),
+            ..Accepted::default()
+        });
+    }
+    let accepted = enqueue(source, items, correlation_id, ports).await?;
+    if let Some(recent) = ports.recent {
+        recent.remember(source, keys, now);
+    }
+    Ok(accepted)
 }
 
 /// Sends what a request's items mean to the queues: changes to the upsert queue (one message per

@@ -141,6 +141,7 @@ fn setup() -> Setup {
             parent_delay: Duration::from_millis(10),
         },
         batch_size: 10,
+        recent: Default::default(),
     };
     Setup {
         crm,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use base64::Engine;
 use dataverse::Secret;
 use mapping::{CrmKind, IdentityStrategy, SourceConfig, SourceId};
+use pipeline::recent::RecentEvents;
 use pipeline::sources::Sources;
 use pipeline::webhook::{
     WebhookAuth, WebhookPorts, WebhookRequest, WebhookResponse, handle_request,
@@ -20,6 +21,7 @@ struct Q {
     upsert: Arc<MemoryQueue>,
     sync: Arc<MemoryQueue>,
     dlq: Arc<MemoryQueue>,
+    recent: RecentEvents,
 }
 
 impl Q {
@@ -29,6 +31,7 @@ impl Q {
             upsert: q("upsert"),
             sync: q("sync"),
             dlq: q("dlq"),
+            recent: RecentEvents::default(),
         }
     }
     fn total(&self) -> usize {
@@ -104,6 +107,7 @@ async fn call(
         upsert: q.upsert.as_ref(),
         sync: q.sync.as_ref(),
         dlq: q.dlq.as_ref(),
+        recent: Some(&q.recent),
     };
     let req = WebhookRequest {
         method: "POST",
@@ -282,7 +286,11 @@ async fn hubspot_v3_and_v1_signatures() {
         ),
         ("x-hubspot-signature-version", "v1"),
     ];
-    assert_eq!(call(&s, &q, "hs", &v1, body).await.status, 202);
+    // The same event again (HubSpot retries): answered, not queued twice.
+    let r = call(&s, &q, "hs", &v1, body).await;
+    assert_eq!(r.status, 202);
+    assert!(r.body.contains(r#""duplicates":1"#), "{}", r.body);
+    assert_eq!(q.sync.len(), 1);
     let stale = (NOW_MS - 6 * 60_000).to_string();
     let h = [
         ("content-type", "application/json"),
@@ -313,6 +321,11 @@ async fn salesforce_outbound_messages_are_acknowledged_after_queueing() {
     assert_eq!(r.status, 200);
     assert!(r.body.contains("<Ack>true</Ack>"));
     assert_eq!(q.upsert.len(), 1);
+    // Salesforce resends the same notification until acknowledged: acknowledged again, queued once.
+    let r = call(&s, &q, "sf-om", &xml, om(ORG).as_bytes()).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<Ack>true</Ack>"));
+    assert_eq!(q.upsert.len(), 1);
     let r = call(&s, &q, "sf-om", &xml, om("00D000000000999AAA").as_bytes()).await;
     assert_eq!(r.status, 401);
     let xxe =
@@ -334,4 +347,50 @@ async fn salesforce_outbound_messages_are_acknowledged_after_queueing() {
         415
     );
     assert_eq!(q.upsert.len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_whose_queueing_failed_is_queued_on_the_retry() {
+    let s = sources();
+    let full = |n: &str| {
+        Arc::new(MemoryQueue::new(
+            n,
+            MemoryQueueConfig {
+                capacity: 0,
+                ..MemoryQueueConfig::default()
+            },
+            None,
+        ))
+    };
+    let q = Q {
+        sync: full("sync"),
+        ..Q::new()
+    };
+    let body = br#"[{"eventId":7,"portalId":62515,"occurredAt":1564113600000,"subscriptionType":"company.propertyChange","propertyName":"name","objectId":9}]"#;
+    let h = [
+        ("content-type", "application/json"),
+        (
+            "x-hubspot-signature",
+            &hubspot_v1("yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy", body),
+        ),
+        ("x-hubspot-signature-version", "v1"),
+    ];
+    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    assert_eq!(call(&s, &q, "hs", &h, body).await.status, 503);
+    // The queue is back: the CRM's retry is queued, not taken for a duplicate.
+    let q = Q {
+        recent: q.recent,
+        ..Q::new()
+    };
+    let r = call(&s, &q, "hs", &h, body).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(q.sync.len(), 1);
+}
+
+fn hubspot_v1(secret: &str, body: &[u8]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(secret.as_bytes());
+    h.update(body);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
