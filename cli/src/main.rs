@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use crm_sync::demo::{self, DemoCrm};
 use mapping::{Entity, IdentityStrategy};
 
 #[derive(Parser)]
@@ -22,6 +23,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole pipeline on this machine against embedded emulators, with nothing
+    /// configured: an initial sync of a generated CRM into a Dataverse emulator, then a burst of
+    /// signed webhooks, then a record-for-record comparison.
+    Demo {
+        /// The CRM to emulate.
+        #[arg(long, value_enum, default_value = "salesforce")]
+        crm: DemoCrm,
+        /// Accounts and contacts to generate in the CRM (about one account per four contacts).
+        #[arg(long, default_value_t = 5000)]
+        records: usize,
+        /// Seed of the generated data: the same seed, the same CRM.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where the final Dataverse rows are written.
+        #[arg(long, default_value = "crm-sync-demo")]
+        out: PathBuf,
+        /// Log lines (RUST_LOG syntax) on stderr instead of the progress bar.
+        #[arg(long)]
+        log: Option<String>,
+    },
     /// Print the Dataverse requests a CRM payload implies, one JSON object per line.
     ///
     /// PAYLOAD_FILE is a list page, a single record or a webhook body, in the CRM's own shape.
@@ -65,6 +86,48 @@ fn parse_identity(s: &str) -> Result<IdentityStrategy, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo {
+            crm,
+            records,
+            seed,
+            out,
+            log,
+        } => {
+            if let Some(filter) = &log {
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                    .with_writer(std::io::stderr)
+                    .init();
+            }
+            let opts = demo::Options {
+                crm,
+                records,
+                seed,
+                out_dir: out,
+                progress: log.is_none(),
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("crm-sync demo: cannot start the runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(demo::run(&opts)) {
+                Ok(summary) => {
+                    print!("{summary}");
+                    if summary.comparison.is_exact() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("crm-sync demo: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Map {
             source,
             entity,

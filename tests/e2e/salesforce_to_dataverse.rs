@@ -42,7 +42,7 @@ client_secret = "{}"
     let config = Config::parse(&toml, "test.toml").unwrap();
     let sources = config.sources().unwrap();
     let crms = config.crm_readers(&sources).unwrap();
-    let p = e2e::local_pipeline(sources, crms, &dv, 200);
+    let p = crm_sync::emulated::local_pipeline(sources, crms, &dv, 200);
     start_sync(&SourceId::new("sf").unwrap(), &[], &p.sync_ports())
         .await
         .unwrap();

@@ -35,7 +35,7 @@ connection = {{ auth = "servicenow-basic", user = "{}", password = "{}" }}
     let config = Config::parse(&toml, "test.toml").unwrap();
     let sources = config.sources().unwrap();
     let crms = config.crm_readers(&sources).unwrap();
-    let p = e2e::local_pipeline(sources, crms, &dv, 100);
+    let p = crm_sync::emulated::local_pipeline(sources, crms, &dv, 100);
     start_sync(&SourceId::new("sn").unwrap(), &[], &p.sync_ports())
         .await
         .unwrap();

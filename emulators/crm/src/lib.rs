@@ -2,6 +2,7 @@
 //! data, so the CRM clients, the pipeline, the demo and benchmarks run without a real org.
 //! [`salesforce`] is the first.
 
+pub mod notify;
 pub mod salesforce;
 pub mod servicenow;
 

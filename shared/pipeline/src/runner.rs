@@ -153,11 +153,22 @@ impl LocalPipeline {
     /// Works both queues until they are empty or `limit` has passed; returns the totals and
     /// whether the queues drained.
     pub async fn run_until_idle(&self, limit: Duration) -> (RunTotals, bool) {
+        self.run_until_idle_with(limit, |_| {}).await
+    }
+
+    /// [`LocalPipeline::run_until_idle`], calling `progress` with the running totals after every
+    /// batch.
+    pub async fn run_until_idle_with(
+        &self,
+        limit: Duration,
+        mut progress: impl FnMut(&RunTotals),
+    ) -> (RunTotals, bool) {
         let deadline = tokio::time::Instant::now() + limit;
         let mut totals = RunTotals::default();
         while tokio::time::Instant::now() < deadline {
             let s = self.sync_batch(Duration::ZERO, &mut totals).await;
             let u = self.upsert_batch(Duration::ZERO, &mut totals).await;
+            progress(&totals);
             if s + u == 0 {
                 if self.queues.is_idle() {
                     return (totals, true);

@@ -30,6 +30,7 @@ pub use config::SalesforceConfig;
 pub use routes::Stats;
 pub use store::StoreError;
 
+use crate::notify::ContractNotifier;
 use routes::{Shared, lock};
 use schema::Object;
 use store::{Store, object_of};
@@ -40,6 +41,8 @@ pub const API_VERSION: &str = "v62.0";
 /// A running Salesforce emulator.
 pub struct SalesforceEmulator {
     shared: Arc<Shared>,
+    /// Where changes made through this handle are announced, as the Apex notifier would.
+    notifier: std::sync::Mutex<Option<Arc<ContractNotifier>>>,
     port: u16,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -77,6 +80,7 @@ impl SalesforceEmulator {
         });
         Ok(SalesforceEmulator {
             shared,
+            notifier: Default::default(),
             port,
             stop: Some(stop),
             task,
@@ -103,22 +107,81 @@ impl SalesforceEmulator {
 
     /// Creates an Account (or replaces the fields of the one whose `Id` is given); returns its id.
     pub fn put_account(&self, fields: Map<String, Value>) -> Result<String, StoreError> {
-        lock(&self.shared.store).put(Object::Account, fields)
+        self.put(Object::Account, fields)
     }
 
     /// Creates a Contact (or replaces the fields of the one whose `Id` is given); returns its id.
     pub fn put_contact(&self, fields: Map<String, Value>) -> Result<String, StoreError> {
-        lock(&self.shared.store).put(Object::Contact, fields)
+        self.put(Object::Contact, fields)
+    }
+
+    fn put(&self, object: Object, fields: Map<String, Value>) -> Result<String, StoreError> {
+        let existed = fields
+            .get("Id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| self.record(id).is_some());
+        let id = lock(&self.shared.store).put(object, fields)?;
+        self.announce(&id, if existed { "update" } else { "create" });
+        Ok(id)
+    }
+
+    /// From now on every change made through this handle is posted to `url` as the Apex
+    /// notifier in `integrations/salesforce` posts it, signed with `secret`.
+    pub fn notify_to(&self, url: &str, secret: &str) -> Arc<ContractNotifier> {
+        let n = Arc::new(ContractNotifier::start(url.to_string(), secret.to_string()));
+        *lock(&self.notifier) = Some(n.clone());
+        n
+    }
+
+    /// Posts the record's change if someone subscribed: the record as Apex serialises an SObject
+    /// (with `attributes`), its SystemModstamp; a delete carries no record and the time now.
+    fn announce(&self, id: &str, operation: &str) {
+        let Some(n) = lock(&self.notifier).clone() else {
+            return;
+        };
+        let Some(object) = object_of(id) else {
+            return;
+        };
+        let entity = match object {
+            Object::Account => "account",
+            Object::Contact => "contact",
+        };
+        if operation == "delete" {
+            n.send(entity, operation, id, chrono::Utc::now(), None);
+            return;
+        }
+        let Some(mut fields) = self.record(id) else {
+            return;
+        };
+        let stamp = fields
+            .get("SystemModstamp")
+            .and_then(Value::as_str)
+            .and_then(schema::parse_stored_datetime)
+            .unwrap_or_else(chrono::Utc::now);
+        fields.insert(
+            "attributes".into(),
+            serde_json::json!({
+                "type": object.name(),
+                "url": format!("/services/data/v62.0/sobjects/{}/{id}", object.name()),
+            }),
+        );
+        n.send(entity, operation, id, stamp, Some(Value::Object(fields)));
     }
 
     /// Changes fields of a live record; its SystemModstamp moves to now.
     pub fn update(&self, id: &str, fields: Map<String, Value>) -> Result<(), StoreError> {
-        lock(&self.shared.store).update(id, fields)
+        lock(&self.shared.store).update(id, fields)?;
+        self.announce(id, "update");
+        Ok(())
     }
 
     /// Soft-deletes a record; false when there was no live record with that id.
     pub fn delete(&self, id: &str) -> bool {
-        lock(&self.shared.store).delete(id)
+        let deleted = lock(&self.shared.store).delete(id);
+        if deleted {
+            self.announce(id, "delete");
+        }
+        deleted
     }
 
     /// Every field of a record (deleted ones too), without `attributes`.

@@ -25,12 +25,15 @@ pub use config::ServiceNowConfig;
 pub use routes::Stats;
 pub use store::StoreError;
 
+use crate::notify::ContractNotifier;
 use routes::{Shared, lock};
 use store::{Store, Table};
 
 /// A running ServiceNow emulator.
 pub struct ServiceNowEmulator {
     shared: Arc<Shared>,
+    /// Where changes made through this handle are announced, as the business rules would.
+    notifier: std::sync::Mutex<Option<Arc<ContractNotifier>>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -63,6 +66,7 @@ impl ServiceNowEmulator {
         });
         Ok(ServiceNowEmulator {
             shared,
+            notifier: Default::default(),
             stop: Some(stop),
             task,
         })
@@ -81,17 +85,76 @@ impl ServiceNowEmulator {
     /// sys_id. Values must be strings; `account` on contacts is the account's sys_id.
     pub fn put(&self, table: &str, fields: Map<String, Value>) -> Result<String, StoreError> {
         let t = Table::parse(table).ok_or_else(|| StoreError::NotFound(table.to_string()))?;
-        lock(&self.shared.store).put(t, fields)
+        let existed = fields
+            .get("sys_id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| self.record(id).is_some());
+        let id = lock(&self.shared.store).put(t, fields)?;
+        self.announce(t, &id, if existed { "update" } else { "create" });
+        Ok(id)
     }
 
     /// Changes fields of a record; its `sys_updated_on` becomes now.
     pub fn update(&self, sys_id: &str, fields: Map<String, Value>) -> Result<(), StoreError> {
-        lock(&self.shared.store).update(sys_id, fields)
+        lock(&self.shared.store).update(sys_id, fields)?;
+        if let Some(t) = self.table_of(sys_id) {
+            self.announce(t, sys_id, "update");
+        }
+        Ok(())
     }
 
     /// Deletes a record (ServiceNow deletes are hard); false when there was none.
     pub fn delete(&self, sys_id: &str) -> bool {
-        lock(&self.shared.store).delete(sys_id)
+        let table = self.table_of(sys_id);
+        let deleted = lock(&self.shared.store).delete(sys_id);
+        if let (true, Some(t)) = (deleted, table) {
+            self.announce(t, sys_id, "delete");
+        }
+        deleted
+    }
+
+    /// From now on every change made through this handle is posted to `url` as the business
+    /// rules in `integrations/servicenow` post it, signed with `secret`.
+    pub fn notify_to(&self, url: &str, secret: &str) -> Arc<ContractNotifier> {
+        let n = Arc::new(ContractNotifier::start(url.to_string(), secret.to_string()));
+        *lock(&self.notifier) = Some(n.clone());
+        n
+    }
+
+    fn table_of(&self, sys_id: &str) -> Option<Table> {
+        lock(&self.shared.store).get(sys_id).map(|r| r.table)
+    }
+
+    /// Posts the change if someone subscribed: the record's fields as `getValue` strings and its
+    /// `sys_updated_on`; a delete carries no record and the time now.
+    fn announce(&self, table: Table, sys_id: &str, operation: &str) {
+        let Some(n) = lock(&self.notifier).clone() else {
+            return;
+        };
+        let entity = match table {
+            Table::Account => "account",
+            Table::Contact => "contact",
+        };
+        if operation == "delete" {
+            n.send(entity, operation, sys_id, chrono::Utc::now(), None);
+            return;
+        }
+        let Some(fields) = self.record(sys_id) else {
+            return;
+        };
+        let stamp = fields
+            .get("sys_updated_on")
+            .and_then(Value::as_str)
+            .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok())
+            .map(|t| t.and_utc())
+            .unwrap_or_else(chrono::Utc::now);
+        n.send(
+            entity,
+            operation,
+            sys_id,
+            stamp,
+            Some(Value::Object(fields)),
+        );
     }
 
     /// Every field of a record, raw (references as plain sys_ids).
