@@ -8,6 +8,8 @@ use anyhow::{Context, anyhow};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use pipeline::config::Config;
 
+pub mod secrets;
+
 /// Structured JSON logs, one object per line (CloudWatch Logs Insights reads them as fields).
 /// The level comes from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -32,13 +34,39 @@ pub fn env_opt(name: &str) -> Option<String> {
 }
 
 /// The crm-sync configuration: TOML in `CRM_SYNC_CONFIG`, or the file `CRM_SYNC_CONFIG_FILE`.
-pub fn config_from_env() -> anyhow::Result<Config> {
-    if let Some(text) = env_opt("CRM_SYNC_CONFIG") {
-        return Config::parse(&text, "CRM_SYNC_CONFIG").map_err(|e| anyhow!("{e}"));
+/// `aws-secret:` references under each source's `secrets` section (`webhook` or `connection`:
+/// the ones this function uses) are read from Secrets Manager first; call it during an
+/// invocation, since the secrets extension does not answer during init.
+pub async fn config_from_env(secrets: Option<&str>) -> anyhow::Result<Config> {
+    let (text, path) = match env_opt("CRM_SYNC_CONFIG") {
+        Some(text) => (text, "CRM_SYNC_CONFIG".to_string()),
+        None => {
+            let path = env("CRM_SYNC_CONFIG_FILE")
+                .context("set CRM_SYNC_CONFIG (TOML) or CRM_SYNC_CONFIG_FILE (a path)")?;
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+            (text, path)
+        }
+    };
+    // Parsed first so a syntax error keeps its line number; secrets go in afterwards.
+    let config = Config::parse(&text, &path).map_err(|e| anyhow!("{e}"))?;
+    let Some(section) = secrets.filter(|_| text.contains(secrets::PREFIX)) else {
+        return Ok(config);
+    };
+    let mut doc: toml::Table = toml::from_str(&text).with_context(|| path.clone())?;
+    secrets::resolve_in(&mut doc, section, &secrets::SecretsExtension::from_env()?).await?;
+    Config::from_table(doc, &path).map_err(|e| anyhow!("{e}"))
+}
+
+/// A secret from the environment: the value itself, or an `aws-secret:` reference to it.
+pub async fn secret_env(name: &str) -> anyhow::Result<String> {
+    let v = env(name)?;
+    if v.starts_with(secrets::PREFIX) {
+        return secrets::SecretsExtension::from_env()?
+            .get(&v)
+            .await
+            .with_context(|| format!("environment variable {name}"));
     }
-    let path = env("CRM_SYNC_CONFIG_FILE")
-        .context("set CRM_SYNC_CONFIG (TOML) or CRM_SYNC_CONFIG_FILE (a path)")?;
-    Config::load(path.as_ref()).map_err(|e| anyhow!("{e}"))
+    Ok(v)
 }
 
 /// The `ReportBatchItemFailures` response: exactly the messages that must come back.

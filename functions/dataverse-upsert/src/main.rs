@@ -1,8 +1,11 @@
-//! Lambda entry point: build the clients once, then hand every SQS batch to [`handle`].
+//! Lambda entry point: build the clients on the first invocation, then hand every SQS batch to
+//! [`handle`].
 //!
 //! Environment: `CRM_SYNC_CONFIG` or `CRM_SYNC_CONFIG_FILE`; `DATAVERSE_URL`,
-//! `DATAVERSE_TENANT`, `DATAVERSE_CLIENT_ID`, `DATAVERSE_CLIENT_SECRET`, optionally
-//! `DATAVERSE_TOKEN_URL`; `RETRY_QUEUE_URL`, `DLQ_URL`, optionally `SQS_ENDPOINT`.
+//! `DATAVERSE_TENANT`, `DATAVERSE_CLIENT_ID`, `DATAVERSE_CLIENT_SECRET` (the secret or an
+//! `aws-secret:` reference), optionally `DATAVERSE_TOKEN_URL`; `RETRY_QUEUE_URL`, `DLQ_URL`,
+//! optionally `SQS_ENDPOINT`. Built during the first invocation, not at init, because the secrets
+//! extension answers only then; a failure there fails that invocation (its messages come back).
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use dataverse::{Secret, WebApiClient, WebApiConfig};
@@ -11,34 +14,40 @@ use lambda_common::{env, env_opt};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pipeline::upsert::UpsertPolicy;
 use sqs::SqsQueue;
+use tokio::sync::OnceCell;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    lambda_common::init_tracing();
-    let config = lambda_common::config_from_env()?;
-    let sources = config.sources().map_err(|e| anyhow::anyhow!("{e}"))?;
+async fn build() -> anyhow::Result<App> {
+    let config = lambda_common::config_from_env(None).await?;
+    let sources = config.mappers().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut dv = WebApiConfig::for_org(
         &env("DATAVERSE_URL")?,
         &env("DATAVERSE_TENANT")?,
         &env("DATAVERSE_CLIENT_ID")?,
-        Secret::new(env("DATAVERSE_CLIENT_SECRET")?),
+        Secret::new(lambda_common::secret_env("DATAVERSE_CLIENT_SECRET").await?),
     );
     if let Some(url) = env_opt("DATAVERSE_TOKEN_URL") {
         dv.token_url = url;
     }
     let sqs = SqsQueue::client(env_opt("SQS_ENDPOINT").as_deref()).await;
-    let app = App {
+    Ok(App {
         sources,
         writer: Box::new(WebApiClient::new(dv)?),
         retry: Box::new(SqsQueue::new(sqs.clone(), env("RETRY_QUEUE_URL")?)),
         dlq: Box::new(SqsQueue::new(sqs, env("DLQ_URL")?)),
         policy: UpsertPolicy::default(),
-    };
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_common::init_tracing();
+    let app: OnceCell<App> = OnceCell::new();
     let app = &app;
     lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| async move {
+        let app = app.get_or_try_init(build).await?;
         let deadline = e.context.deadline;
         Ok::<_, Error>(handle(app, e.payload, deadline).await)
     }))

@@ -1,8 +1,10 @@
-//! Lambda entry point: build the clients once, then hand every invocation to [`handle`].
+//! Lambda entry point: build the clients on the first invocation, then hand every invocation to
+//! [`handle`].
 //!
-//! Environment: `CRM_SYNC_CONFIG` or `CRM_SYNC_CONFIG_FILE`; `SYNC_QUEUE_URL`,
-//! `UPSERT_QUEUE_URL`, `SYNC_DLQ_URL`, optionally `SQS_ENDPOINT` and `PAGE_SIZE`. CRM clients
-//! are built from each source's `[sources.connection]` (Salesforce so far).
+//! Environment: `CRM_SYNC_CONFIG` or `CRM_SYNC_CONFIG_FILE` (CRM credentials in each source's
+//! `[sources.connection]`, secrets as `aws-secret:` references); `SYNC_QUEUE_URL`,
+//! `UPSERT_QUEUE_URL`, `SYNC_DLQ_URL`, optionally `SQS_ENDPOINT` and `PAGE_SIZE`. Built during
+//! the first invocation, not at init, because the secrets extension answers only then.
 
 use initial_sync::{App, handle};
 use lambda_common::{env, env_opt};
@@ -10,15 +12,14 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pipeline::sync::SyncSettings;
 use serde_json::Value;
 use sqs::SqsQueue;
+use tokio::sync::OnceCell;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    lambda_common::init_tracing();
-    let config = lambda_common::config_from_env()?;
-    let sources = config.sources().map_err(|e| anyhow::anyhow!("{e}"))?;
+async fn build() -> anyhow::Result<App> {
+    let config = lambda_common::config_from_env(Some("connection")).await?;
+    let sources = config.mappers().map_err(|e| anyhow::anyhow!("{e}"))?;
     let crms = config
         .crm_readers(&sources)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -29,16 +30,23 @@ async fn main() -> Result<(), Error> {
             .parse()
             .map_err(|_| anyhow::anyhow!("PAGE_SIZE must be a number"))?;
     }
-    let app = App {
+    Ok(App {
         sources,
         crms,
         upsert: Box::new(SqsQueue::new(sqs.clone(), env("UPSERT_QUEUE_URL")?)),
         sync: Box::new(SqsQueue::new(sqs.clone(), env("SYNC_QUEUE_URL")?)),
         dlq: Box::new(SqsQueue::new(sqs, env("SYNC_DLQ_URL")?)),
         settings,
-    };
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_common::init_tracing();
+    let app: OnceCell<App> = OnceCell::new();
     let app = &app;
     lambda_runtime::run(service_fn(move |e: LambdaEvent<Value>| async move {
+        let app = app.get_or_try_init(build).await?;
         handle(app, e.payload).await.map_err(Error::from)
     }))
     .await

@@ -130,12 +130,44 @@ impl Config {
             path: path.to_string(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
-        // Compiling the sources validates every mapping.
-        cfg.sources().map_err(|source| ConfigLoadError::Invalid {
+        cfg.validate().map_err(|source| ConfigLoadError::Invalid {
             path: path.to_string(),
             source,
         })?;
         Ok(cfg)
+    }
+
+    /// A configuration from an already parsed document (after secret references in it were
+    /// replaced by their values), validated as [`Config::parse`] does.
+    pub fn from_table(doc: toml::Table, path: &str) -> Result<Config, ConfigLoadError> {
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigLoadError::Syntax {
+                path: path.to_string(),
+                message: e.to_string().trim_end().replace('\n', "\n  "),
+            })?;
+        cfg.validate().map_err(|source| ConfigLoadError::Invalid {
+            path: path.to_string(),
+            source,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Compiles every mapping and checks the shape of every `webhook` and `connection` section,
+    /// without reading any secret: a function validates the whole file but reads only the
+    /// secrets it uses.
+    pub fn validate(&self) -> Result<(), mapping::ConfigError> {
+        self.mappers()?;
+        for (i, e) in self.sources.iter().enumerate() {
+            section::<WebhookConfig>(&e.webhook, i, "webhook")?;
+            section::<ConnectionConfig>(&e.connection, i, "connection")?;
+        }
+        Ok(())
+    }
+
+    /// The sources' mappings, without webhook verification: what the sync and upsert steps need.
+    pub fn mappers(&self) -> Result<Sources, mapping::ConfigError> {
+        Sources::new(&self.source_configs(), self.dataverse.identity)
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigLoadError> {
@@ -235,8 +267,10 @@ impl Config {
     }
 
     /// Compiles the sources and resolves their webhook secrets.
+    /// The sources with their webhook verification (its secrets read): what the webhook step
+    /// needs.
     pub fn sources(&self) -> Result<Sources, mapping::ConfigError> {
-        let mut sources = Sources::new(&self.source_configs(), self.dataverse.identity)?;
+        let mut sources = self.mappers()?;
         for (i, e) in self.sources.iter().enumerate() {
             if let Some(w) = section::<WebhookConfig>(&e.webhook, i, "webhook")? {
                 let auth = crate::webhook::WebhookAuth::resolve(&w)

@@ -131,7 +131,16 @@ impl WebhookAuth {
 }
 
 /// `env:NAME` → that variable, `file:/path` → the file's content (trimmed), else the literal.
+/// An `aws-secret:` reference is read by the Lambda functions before the configuration is
+/// built; one that reaches here was not theirs to read (or this is not Lambda), and is refused
+/// rather than taken for the secret itself.
 pub fn resolve_secret(r: &str, key: &str) -> Result<Secret, ConfigError> {
+    if r.starts_with("aws-secret:") {
+        return Err(ConfigError::new(
+            key,
+            "is an aws-secret: reference, which only the Lambda function that owns it reads",
+        ));
+    }
     let value = if let Some(name) = r.strip_prefix("env:") {
         std::env::var(name)
             .map_err(|_| ConfigError::new(key, format!("environment variable {name} is not set")))?
