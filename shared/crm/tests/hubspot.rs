@@ -646,3 +646,129 @@ async fn the_token_never_appears_in_errors() {
         .contains(secret)
     );
 }
+
+/// A one-shot-per-response HTTP server answering canned responses in order (for shapes the
+/// emulator never produces).
+async fn stub(responses: Vec<(u16, Vec<(&'static str, &'static str)>, &'static str)>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        for (status, headers, body) in responses {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            // Read the request head and a body of Content-Length bytes.
+            loop {
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let mut head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn odd_answers_are_classified() {
+    let base = stub(vec![
+        // An empty page that still has a cursor is not the end.
+        (200, vec![], r#"{"results":[],"paging":{"next":{"after":"MTIz"}}}"#),
+        // Not JSON.
+        (200, vec![], "<html>gateway</html>"),
+        // JSON without results.
+        (200, vec![], r#"{"status":"COMPLETE"}"#),
+        // Server trouble.
+        (502, vec![], r#"{"status":"error","message":"Bad gateway","category":"UNKNOWN"}"#),
+        // A 429 with Retry-After.
+        (
+            429,
+            vec![("Retry-After", "2")],
+            r#"{"status":"error","message":"You have reached your secondly limit.","errorType":"RATE_LIMIT","policyName":"SECONDLY"}"#,
+        ),
+        // The daily limit.
+        (
+            429,
+            vec![],
+            r#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#,
+        ),
+        // A 404 that is not OBJECT_NOT_FOUND on a batch read (a wrong base URL, say).
+        (404, vec![], "Not Found"),
+    ])
+    .await;
+    let c = HubSpotClient::new(HubSpotSettings::new(&base, "pat-x"), fields()).expect("client");
+    let page = c.list_page(Entity::Account, &req(10)).await.expect("page");
+    assert!(page.records.is_empty());
+    assert!(page.more, "an empty page with paging.next is not the end");
+    assert_eq!(page.cursor.as_deref(), Some("MTIz"));
+    let e = c
+        .list_page(Entity::Account, &req(10))
+        .await
+        .expect_err("html");
+    assert!(
+        matches!(&e, CrmError::Permanent(m) if m.contains("not JSON")),
+        "{e:?}"
+    );
+    let e = c
+        .list_page(Entity::Account, &req(10))
+        .await
+        .expect_err("shape");
+    assert!(
+        matches!(&e, CrmError::Permanent(m) if m.contains("results")),
+        "{e:?}"
+    );
+    let e = c
+        .list_page(Entity::Account, &req(10))
+        .await
+        .expect_err("502");
+    assert!(matches!(e, CrmError::Unavailable(_)), "{e:?}");
+    let e = c
+        .list_page(Entity::Account, &req(10))
+        .await
+        .expect_err("429");
+    assert_eq!(e, CrmError::RateLimited(Duration::from_secs(2)));
+    let e = c
+        .list_page(Entity::Account, &req(10))
+        .await
+        .expect_err("daily");
+    assert!(
+        matches!(e, CrmError::RateLimited(d) if d >= Duration::from_secs(60)),
+        "{e:?}"
+    );
+    let e = c
+        .fetch_by_ids(Entity::Account, &["1".to_string()])
+        .await
+        .expect_err("a bare 404 is not 'all missing'");
+    assert!(matches!(e, CrmError::Permanent(_)), "{e:?}");
+}
