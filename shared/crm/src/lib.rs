@@ -3,6 +3,7 @@
 //! tests and the local runner's examples; the HTTP clients for each CRM implement the same trait.
 
 pub mod http;
+pub mod hubspot;
 pub mod memory;
 pub mod reader;
 pub mod salesforce;

@@ -172,7 +172,7 @@ fn slug(s: &str) -> String {
         .to_lowercase()
 }
 
-fn account_fields(rng: &mut Rng, i: usize, overlong: bool) -> Map<String, Value> {
+pub(crate) fn account_fields(rng: &mut Rng, i: usize, overlong: bool) -> Map<String, Value> {
     let (adj, noun, suffix) = (rng.pick(ADJ), rng.pick(NOUN), rng.pick(SUFFIX));
     let mut name = format!("{adj} {noun} {suffix}");
     if overlong {
@@ -221,7 +221,7 @@ fn account_fields(rng: &mut Rng, i: usize, overlong: bool) -> Map<String, Value>
     m
 }
 
-fn contact_fields(
+pub(crate) fn contact_fields(
     rng: &mut Rng,
     account: Option<(&str, &str)>,
     overlong: bool,
