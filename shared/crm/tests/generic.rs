@@ -106,60 +106,112 @@ fn unique(records: &[Value], key: &str) -> HashSet<String> {
 // ---------------------------------------------------------------------------------------------
 // ServiceNow emulator as a generic CRM
 
-/// The ServiceNow Table API as a generic REST CRM. `paging` is the `[paging]` table body;
-/// `page_params` the paging query parameters of the list templates.
-fn servicenow_toml(
-    base: &str,
-    user: &str,
-    password: &str,
-    paging: &str,
-    page_params: &str,
-) -> String {
-    let entity = |name: &str, table: &str, single_fetch: bool| {
-        let fetch = if single_fetch {
-            format!(
-                "fetch_url = \"/api/now/table/{table}/{{id}}?sysparm_fields={{fields}}\"\nfetch_records = \"/result\""
-            )
-        } else {
-            format!(
-                "fetch_url = \"/api/now/table/{table}?sysparm_query=sys_idIN{{ids}}&sysparm_fields={{fields}}&sysparm_limit={{count}}\"\nfetch_batch = 100"
-            )
-        };
-        format!(
-            r#"
-[{name}]
-list_url = "/api/now/table/{table}?sysparm_query=ORDERBYsys_updated_on^ORDERBYsys_id&sysparm_fields={{fields}}{page_params}"
-since_url = "/api/now/table/{table}?sysparm_query=sys_updated_on>={{modified_since}}^ORDERBYsys_updated_on^ORDERBYsys_id&sysparm_fields={{fields}}{page_params}"
+/// The ServiceNow Table API as a generic REST CRM, as a user writes it (the example the README
+/// shows); tests swap in the emulator's URL and credentials.
+const SERVICENOW_EXAMPLE: &str = r#"
+[[sources]]
+id = "servicenow-rest"
+kind = "generic"
+crm_choice = 2
+base_url = "https://acme.service-now.com"
+
+[sources.connection]
+auth = "generic-rest"
+base_url = "https://acme.service-now.com"
+# ServiceNow datetimes are UTC, to the second.
+modified_since_format = "%Y-%m-%d %H:%M:%S"
+max_page_size = 10000
+
+[sources.connection.credentials]
+type = "basic"
+user = "integration.user"
+password = "env:SERVICENOW_PASSWORD"
+
+[sources.connection.paging]
+# Or "offset", with &sysparm_offset={offset} in list_url and since_url (X-Total-Count ends it).
+style = "link_header"
+
+[sources.connection.account]
+list_url = "/api/now/table/customer_account?sysparm_query=ORDERBYsys_updated_on^ORDERBYsys_id&sysparm_fields={fields}&sysparm_limit={page_size}"
+since_url = "/api/now/table/customer_account?sysparm_query=sys_updated_on>={modified_since}^ORDERBYsys_updated_on^ORDERBYsys_id&sysparm_fields={fields}&sysparm_limit={page_size}"
 records = "/result"
 id = "/sys_id"
 modified = "/sys_updated_on"
-{fetch}
+fetch_url = "/api/now/table/customer_account?sysparm_query=sys_idIN{ids}&sysparm_fields={fields}&sysparm_limit={count}"
+fetch_batch = 100
+# sys_ids are 32 hex characters: anything else is never put into a query.
 id_chars = ""
-"#
-        )
-    };
-    format!(
-        r#"
-base_url = "{base}"
-modified_since_format = "%Y-%m-%d %H:%M:%S"
 
-[credentials]
-type = "basic"
-user = "{user}"
-password = "{password}"
+[sources.connection.contact]
+list_url = "/api/now/table/customer_contact?sysparm_query=ORDERBYsys_updated_on^ORDERBYsys_id&sysparm_fields={fields}&sysparm_limit={page_size}"
+since_url = "/api/now/table/customer_contact?sysparm_query=sys_updated_on>={modified_since}^ORDERBYsys_updated_on^ORDERBYsys_id&sysparm_fields={fields}&sysparm_limit={page_size}"
+records = "/result"
+id = "/sys_id"
+modified = "/sys_updated_on"
+fetch_url = "/api/now/table/customer_contact?sysparm_query=sys_idIN{ids}&sysparm_fields={fields}&sysparm_limit={count}"
+fetch_batch = 100
+id_chars = ""
+"#;
 
-[paging]
-{paging}
-{}{}"#,
-        entity("account", "customer_account", false),
-        entity("contact", "customer_contact", true)
-    )
+/// `[sources.connection]` as the pipeline's tagged `ConnectionConfig` reads it: the TOML turned
+/// into JSON, the `auth` tag picking the variant.
+#[derive(serde::Deserialize)]
+#[serde(tag = "auth", rename_all = "kebab-case", deny_unknown_fields)]
+enum Connection {
+    GenericRest(GenericConfig),
 }
 
-const LINK: (&str, &str) = ("style = \"link_header\"", "&sysparm_limit={page_size}");
-const OFFSET: (&str, &str) = (
-    "style = \"offset\"",
-    "&sysparm_limit={page_size}&sysparm_offset={offset}",
+fn connection_of(example: &str) -> GenericConfig {
+    let doc: toml::Value = toml::from_str(example).expect("example parses");
+    let conn = doc["sources"][0]["connection"].clone();
+    let json = serde_json::to_value(conn).expect("to JSON");
+    match serde_json::from_value::<Connection>(json).expect("connection section") {
+        Connection::GenericRest(cfg) => cfg,
+    }
+}
+
+#[test]
+fn examples_validate_as_written() {
+    for (example, key) in [
+        (SERVICENOW_EXAMPLE, "credentials.password"),
+        (SALESFORCE_EXAMPLE, "credentials.client_secret"),
+    ] {
+        let mut cfg = connection_of(example);
+        cfg.validate().expect("valid");
+        let secrets = cfg.secrets_mut();
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets[0].0, key);
+        assert!(secrets[0].1.starts_with("env:"));
+    }
+}
+
+/// The example on the emulator: its URL and password; `edits` are further (from, to)
+/// replacements.
+fn servicenow_config(emu_url: &str, password: &str, edits: &[(&str, &str)]) -> GenericConfig {
+    let mut text = SERVICENOW_EXAMPLE
+        .replace("https://acme.service-now.com", emu_url)
+        .replace("env:SERVICENOW_PASSWORD", password);
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from}");
+        text = text.replace(from, to);
+    }
+    let cfg = connection_of(&text);
+    cfg.validate().expect("valid");
+    cfg
+}
+
+const LINK: &[(&str, &str)] = &[];
+const OFFSET: &[(&str, &str)] = &[
+    ("style = \"link_header\"", "style = \"offset\""),
+    (
+        "&sysparm_limit={page_size}\"",
+        "&sysparm_limit={page_size}&sysparm_offset={offset}\"",
+    ),
+];
+/// Contacts fetched one by one: `GET .../customer_contact/{sys_id}`, 404 when missing.
+const SINGLE_FETCH: (&str, &str) = (
+    "fetch_url = \"/api/now/table/customer_contact?sysparm_query=sys_idIN{ids}&sysparm_fields={fields}&sysparm_limit={count}\"\nfetch_batch = 100",
+    "fetch_url = \"/api/now/table/customer_contact/{id}?sysparm_fields={fields}\"\nfetch_records = \"/result\"",
 );
 
 fn sn_fields() -> HashMap<Entity, Vec<String>> {
@@ -188,12 +240,9 @@ async fn servicenow(accounts: usize, per: usize, orphans: usize) -> ServiceNowEm
     .expect("emulator starts")
 }
 
-fn sn_client(emu: &ServiceNowEmulator, style: (&str, &str)) -> GenericClient {
-    let cfg = emu.config();
-    client(
-        &servicenow_toml(&emu.base_url(), &cfg.user, &cfg.password, style.0, style.1),
-        sn_fields(),
-    )
+fn sn_client(emu: &ServiceNowEmulator, edits: &[(&str, &str)]) -> GenericClient {
+    let cfg = servicenow_config(&emu.base_url(), &emu.config().password, edits);
+    GenericClient::new(cfg, sn_fields()).expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +358,7 @@ async fn servicenow_catch_up_reads_what_changed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servicenow_fetch_by_ids_reports_missing() {
     let emu = servicenow(150, 1, 0).await;
-    let c = sn_client(&emu, LINK);
+    let c = sn_client(&emu, &[SINGLE_FETCH]);
     let mut wanted = emu.ids("customer_account");
     let gone = wanted[3].clone();
     assert!(emu.delete(&gone));
@@ -370,8 +419,9 @@ async fn servicenow_rate_limit_slows_but_loses_nothing() {
 async fn servicenow_wrong_password_is_access_without_the_secret() {
     let emu = servicenow(3, 1, 0).await;
     let secret = "Sup3r-Secret-Pa55";
-    let text = servicenow_toml(&emu.base_url(), &emu.config().user, secret, LINK.0, LINK.1);
-    let c = client(&text, sn_fields());
+    let cfg = servicenow_config(&emu.base_url(), secret, &[]);
+    assert!(!format!("{cfg:?}").contains(secret));
+    let c = GenericClient::new(cfg, sn_fields()).expect("client");
     for err in [
         c.list_page(Entity::Account, &req(10))
             .await
@@ -386,8 +436,6 @@ async fn servicenow_wrong_password_is_access_without_the_secret() {
         assert!(!format!("{err:?}").contains(secret));
     }
     assert!(!format!("{c:?}").contains(secret));
-    let cfg: GenericConfig = toml::from_str(&text).expect("parses");
-    assert!(!format!("{cfg:?}").contains(secret));
 }
 
 #[tokio::test]
@@ -418,46 +466,71 @@ async fn servicenow_poisoned_cursor_sends_nothing() {
 // ---------------------------------------------------------------------------------------------
 // Salesforce emulator as a generic CRM
 
-fn salesforce_toml(base: &str, client_id: &str, secret: &str, batch: u32) -> String {
-    let entity = |name: &str, object: &str| {
-        format!(
-            r#"
-[{name}]
-list_url = "/services/data/v62.0/query?q=SELECT {{fields}} FROM {object} ORDER BY SystemModstamp, Id"
-since_url = "/services/data/v62.0/query?q=SELECT {{fields}} FROM {object} WHERE SystemModstamp >= {{modified_since}} ORDER BY SystemModstamp, Id"
-records = "/records"
-id = "/Id"
-modified = "/SystemModstamp"
-fetch_url = "/services/data/v62.0/composite/sobjects/{object}?ids={{ids}}&fields={{fields}}"
-fetch_records = ""
-fetch_batch = 200
-skip_fields = ["BillingAddress", "MailingAddress", "ChangeEventHeader"]
-id_chars = ""
-"#
-        )
-    };
-    format!(
-        r#"
-base_url = "{base}"
+/// The Salesforce REST API as a generic REST CRM, as a user writes it; tests swap in the
+/// emulator's URL and connected app.
+const SALESFORCE_EXAMPLE: &str = r#"
+[[sources]]
+id = "salesforce-rest"
+kind = "generic"
+crm_choice = 100000001
+base_url = "https://acme.my.salesforce.com"
+
+[sources.connection]
+auth = "generic-rest"
+# The org's instance URL (what the token response calls instance_url).
+base_url = "https://acme.my.salesforce.com"
+# ORDER BY SystemModstamp: a walk whose query cursor died resumes at its checkpoint.
 sorted_by_modified = true
-headers = {{ "Sforce-Query-Options" = "batchSize={batch}" }}
+headers = { "Sforce-Query-Options" = "batchSize=2000" }
 
-[credentials]
+[sources.connection.credentials]
 type = "oauth_client_credentials"
-token_url = "{base}/services/oauth2/token"
-client_id = "{client_id}"
-client_secret = "{secret}"
+token_url = "https://acme.my.salesforce.com/services/oauth2/token"
+client_id = "3MVG9-consumer-key"
+client_secret = "env:SALESFORCE_CLIENT_SECRET"
 
-[paging]
+[sources.connection.paging]
 style = "next_link_body"
 next = "/nextRecordsUrl"
 done = "/done"
 total = "/totalSize"
-cursor_expired = {{ status = 400, body_contains = "INVALID_QUERY_LOCATOR" }}
-{}{}"#,
-        entity("account", "Account"),
-        entity("contact", "Contact")
-    )
+cursor_expired = { status = 400, body_contains = "INVALID_QUERY_LOCATOR" }
+
+[sources.connection.account]
+list_url = "/services/data/v62.0/query?q=SELECT {fields} FROM Account ORDER BY SystemModstamp, Id"
+since_url = "/services/data/v62.0/query?q=SELECT {fields} FROM Account WHERE SystemModstamp >= {modified_since} ORDER BY SystemModstamp, Id"
+records = "/records"
+id = "/Id"
+modified = "/SystemModstamp"
+fetch_url = "/services/data/v62.0/composite/sobjects/Account?ids={ids}&fields={fields}"
+fetch_records = ""
+fetch_batch = 200
+# Names the mapping reads that are not SOQL columns.
+skip_fields = ["BillingAddress", "ShippingAddress", "ChangeEventHeader"]
+id_chars = ""
+
+[sources.connection.contact]
+list_url = "/services/data/v62.0/query?q=SELECT {fields} FROM Contact ORDER BY SystemModstamp, Id"
+since_url = "/services/data/v62.0/query?q=SELECT {fields} FROM Contact WHERE SystemModstamp >= {modified_since} ORDER BY SystemModstamp, Id"
+records = "/records"
+id = "/Id"
+modified = "/SystemModstamp"
+fetch_url = "/services/data/v62.0/composite/sobjects/Contact?ids={ids}&fields={fields}"
+fetch_records = ""
+fetch_batch = 200
+skip_fields = ["MailingAddress", "OtherAddress", "ChangeEventHeader"]
+id_chars = ""
+"#;
+
+fn salesforce_config(emu_url: &str, client_id: &str, secret: &str, batch: u32) -> GenericConfig {
+    let text = SALESFORCE_EXAMPLE
+        .replace("https://acme.my.salesforce.com", emu_url)
+        .replace("3MVG9-consumer-key", client_id)
+        .replace("env:SALESFORCE_CLIENT_SECRET", secret)
+        .replace("batchSize=2000", &format!("batchSize={batch}"));
+    let cfg = connection_of(&text);
+    cfg.validate().expect("valid");
+    cfg
 }
 
 fn sf_fields() -> HashMap<Entity, Vec<String>> {
@@ -496,10 +569,11 @@ async fn salesforce(accounts: usize, per: usize, orphans: usize) -> SalesforceEm
 
 fn sf_client(emu: &SalesforceEmulator, batch: u32) -> GenericClient {
     let cfg = emu.config();
-    client(
-        &salesforce_toml(&emu.base_url(), &cfg.client_id, &cfg.client_secret, batch),
+    GenericClient::new(
+        salesforce_config(&emu.base_url(), &cfg.client_id, &cfg.client_secret, batch),
         sf_fields(),
     )
+    .expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,8 +694,8 @@ async fn salesforce_foreign_next_link_is_refused() {
 async fn salesforce_wrong_secret_is_access_without_the_secret() {
     let emu = salesforce(1, 0, 0).await;
     let secret = "wrong-secret-xyz";
-    let text = salesforce_toml(&emu.base_url(), &emu.config().client_id, secret, 2000);
-    let c = client(&text, sf_fields());
+    let cfg = salesforce_config(&emu.base_url(), &emu.config().client_id, secret, 2000);
+    let c = GenericClient::new(cfg, sf_fields()).expect("client");
     match c.list_page(Entity::Account, &req(10)).await {
         Err(CrmError::Access(m)) => {
             assert!(m.contains("invalid_client"), "{m}");
@@ -748,6 +822,11 @@ async fn stub_router(st: Arc<Stub>) -> Router {
                     "echo" => (StatusCode::BAD_REQUEST, format!("{{\"message\": \"bad filter\", \"key\": \"{API_KEY}\"}}")).into_response(),
                     "html" => (StatusCode::OK, "<html>not json</html>").into_response(),
                     "shape" => Json(json!({ "data": { "not": "an array" } })).into_response(),
+                    "self" => (
+                        [("Link", "</v1/error/self>; rel=\"next\"")],
+                        Json(json!({ "data": [stub_record(0)] })),
+                    )
+                        .into_response(),
                     "redirect" => (StatusCode::FOUND, [("Location", "https://evil.example/")], "").into_response(),
                     _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
                 };
@@ -955,6 +1034,24 @@ async fn stub_error_shapes() {
     );
     assert!(matches!(err("redirect").await, CrmError::Permanent(m) if m.contains("redirect")));
     assert!(matches!(err("boom").await, CrmError::Unavailable(_)));
+    // A next link to the page just read would loop forever.
+    let looping = make("self");
+    let first = looping
+        .list_page(Entity::Account, &req(5))
+        .await
+        .expect("first");
+    let again = PageRequest {
+        cursor: first.cursor,
+        ..req(5)
+    };
+    let e = looping
+        .list_page(Entity::Account, &again)
+        .await
+        .expect_err("loop");
+    assert!(
+        matches!(&e, CrmError::Permanent(m) if m.contains("page just read")),
+        "{e:?}"
+    );
     // No fetch_url: a permanent error that says so.
     let e = make("x")
         .fetch_by_ids(Entity::Account, &["1".into()])

@@ -9,7 +9,7 @@ use reqwest::RequestBuilder;
 use serde_json::Value;
 
 use super::GenericClient;
-use super::config::Auth;
+use super::plan::Auth;
 use super::response::{DEFAULT_RATE_PAUSE, excerpt, retry_after};
 use crate::reader::CrmError;
 
@@ -33,14 +33,14 @@ impl GenericClient {
             (Auth::Basic { user, password }, _) => rb.basic_auth(user, Some(password)),
             (Auth::Bearer(t), _) => rb.bearer_auth(t),
             (Auth::Header(name, value), _) => rb.header(name.clone(), value.clone()),
-            (Auth::OAuth { .. }, Some(t)) => rb.bearer_auth(&t.value),
-            (Auth::OAuth { .. }, None) => rb,
+            (Auth::ClientCredentials { .. }, Some(t)) => rb.bearer_auth(&t.value),
+            (Auth::ClientCredentials { .. }, None) => rb,
         }
     }
 
     /// The cached token, or a new one; `None` when the scheme is not OAuth.
     pub(super) async fn token(&self) -> Result<Option<Arc<Token>>, CrmError> {
-        if !matches!(self.plan.auth, Auth::OAuth { .. }) {
+        if !matches!(self.plan.auth, Auth::ClientCredentials { .. }) {
             return Ok(None);
         }
         let mut guard = self.token.lock().await;
@@ -63,7 +63,7 @@ impl GenericClient {
     }
 
     async fn request_token(&self) -> Result<Token, CrmError> {
-        let Auth::OAuth {
+        let Auth::ClientCredentials {
             token_url,
             client_id,
             client_secret,

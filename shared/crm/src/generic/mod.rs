@@ -30,10 +30,11 @@
 
 mod auth;
 pub mod config;
+mod plan;
 pub mod response;
 pub mod template;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +52,7 @@ pub use config::{
 };
 
 use self::auth::Token;
-use self::config::{Auth, EntityPlan, Plan};
+use self::plan::{Auth, EntityPlan, Plan};
 use self::response::{
     classify, count_at, ended, id_string, link_next, offset_next, take_records, token_at,
     total_header,
@@ -175,7 +176,7 @@ impl GenericClient {
             Auth::Basic { user, password } => vec![password.clone(), b64(user, password)],
             Auth::Bearer(t) => vec![t.clone()],
             Auth::Header(_, v) => vec![String::from_utf8_lossy(v.as_bytes()).into_owned()],
-            Auth::OAuth {
+            Auth::ClientCredentials {
                 client_id,
                 client_secret,
                 ..
@@ -509,9 +510,10 @@ impl CrmReader for GenericClient {
             false,
         )?;
         let next = self.next_of(&reply, offset, records.len(), total, true)?;
-        if records.is_empty() && next.is_some() && next == start {
+        if next.is_some() && next == start {
+            // Following it would read the same page forever.
             return Err(CrmError::Permanent(format!(
-                "{}: an empty page that points at itself",
+                "{}: the next page is the page just read",
                 self.label
             )));
         }
@@ -537,12 +539,12 @@ impl CrmReader for GenericClient {
             ))
         })?;
         let fields = self.fields.get(&entity).map(String::as_str);
-        let mut wanted: Vec<&str> = Vec::new();
-        for id in ids {
-            if self.askable(ent, fetch.single, id) && !wanted.contains(&id.as_str()) {
-                wanted.push(id);
-            }
-        }
+        let mut seen = HashSet::new();
+        let wanted: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| self.askable(ent, fetch.single, id) && seen.insert(*id))
+            .collect();
         // Ids with a comma cannot share a comma-joined list: each goes alone.
         let (alone, shared): (Vec<&str>, Vec<&str>) = wanted
             .iter()
