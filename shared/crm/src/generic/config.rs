@@ -1,5 +1,5 @@
 //! What a user writes under `[sources.connection]` for a CRM read through its REST API alone.
-//! Checked and compiled into what the client runs by [`super::plan`].
+//! Checked and compiled into what the client runs by the `plan` module.
 //!
 //! Optional keys of nested tables are `Option`s checked there rather than by serde, so a
 //! missing or misplaced key is reported with its full path (`paging.next: required for style =

@@ -4,12 +4,12 @@
 //! Why it looks the way it does:
 //! - Per entity, URL templates say how to list (`list_url`, `since_url`) and fetch by id
 //!   (`fetch_url`), and JSON pointers say where the records, ids and last-modified stamps are.
-//!   Template encoding rules are in [`template`].
+//!   Template encoding rules are in the `template` module.
 //! - Four paging styles cover the common APIs: a next link in the body (Salesforce
 //!   `nextRecordsUrl`), a `Link: rel="next"` header (ServiceNow), an opaque cursor in the body
 //!   (HubSpot `after`), and offset/limit. The [`Page`] cursor is the next URL for link styles,
 //!   the CRM's cursor, or the next offset. Offset paging's end rule is
-//!   [`response::offset_next`]: with a total (pointer or `X-Total-Count`) the walk ends when the
+//!   `response::offset_next`: with a total (pointer or `X-Total-Count`) the walk ends when the
 //!   offset reaches it; without one, at the first empty page.
 //! - Catch-up passes (`modified_since`) use `since_url`, else `{modified_since}` in `list_url`;
 //!   a CRM configured with neither re-reads everything (a catch-up pass is then a full walk:
@@ -29,10 +29,10 @@
 //!   their Basic encodings) are replaced in every excerpt and never logged.
 
 mod auth;
-pub mod config;
+mod config;
 mod plan;
-pub mod response;
-pub mod template;
+mod response;
+mod template;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

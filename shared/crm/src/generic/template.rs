@@ -306,10 +306,6 @@ impl Template {
         !in_path && !partial
     }
 
-    pub fn is_absolute(&self) -> bool {
-        self.absolute
-    }
-
     /// The literal URL prefix of an absolute template (for origin checks).
     pub fn absolute_prefix(&self) -> Option<&str> {
         match (self.absolute, self.path.first()) {
@@ -441,7 +437,7 @@ mod tests {
     #[test]
     fn absolute_templates_are_kept() {
         let t = Template::parse("https://crm.example.com/other/{id}").unwrap();
-        assert!(t.is_absolute());
+        assert!(t.absolute);
         assert_eq!(t.absolute_prefix(), Some("https://crm.example.com/other/"));
         let u = t
             .expand(
