@@ -2,6 +2,7 @@
 //! page from a cursor or checkpoint, fetch records by id. [`memory`] is its in-memory adapter for
 //! tests and the local runner's examples; the HTTP clients for each CRM implement the same trait.
 
+pub mod generic;
 pub mod http;
 pub mod hubspot;
 pub mod memory;
