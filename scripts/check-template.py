@@ -9,6 +9,8 @@
 
    build        functions: provided.al2023, arm64, Handler bootstrap, BuildMethod rust-cargolambda,
                 BuildProperties.Binary is a [[bin]] of the Cargo package at CodeUri
+   limits       Timeout 1..900 s (at most 30 s for a function only the HTTP API invokes),
+                MemorySize 128..10240 MB
    env          every variable a function's main.rs requires (`env("X")`) is set, and every
                 variable the template sets is read somewhere in the Rust code (or is the
                 extension's / RUST_LOG)
@@ -228,6 +230,17 @@ def check_sam(sam: dict, f: Failures) -> dict[str, str]:
         f.check(props.get("Runtime") == "provided.al2023", "build", f"{lid}: Runtime must be provided.al2023")
         f.check(props.get("Architectures") == ["arm64"], "build", f"{lid}: Architectures must be [arm64]")
         f.check(props.get("Handler") == "bootstrap", "build", f"{lid}: Handler must be bootstrap")
+        # Lambda's limits (1..900 s, 128..10,240 MB), and API Gateway's 30 s integration timeout
+        # for a function behind the HTTP API; the resource schemas do not bound them here.
+        timeout, memory = props.get("Timeout", 3), props.get("MemorySize", 128)
+        f.check(isinstance(timeout, int) and 1 <= timeout <= 900, "limits", f"{lid}: Timeout {timeout} outside Lambda's 1..900 s")
+        f.check(isinstance(memory, int) and 128 <= memory <= 10240, "limits", f"{lid}: MemorySize {memory} outside Lambda's 128..10240 MB")
+        http_only = any(e.get("Type") == "HttpApi" for e in r.get("Properties", {}).get("Events", {}).values()) and not any(
+            m.get("Type") == "AWS::Lambda::EventSourceMapping" and ref(m.get("Properties", {}).get("FunctionName")) == lid
+            for m in sam["Resources"].values()
+        )
+        if http_only:
+            f.check(isinstance(timeout, int) and timeout <= 30, "limits", f"{lid}: Timeout {timeout} s exceeds API Gateway's 30 s integration timeout")
         meta = r.get("Metadata", {})
         f.check(meta.get("BuildMethod") == "rust-cargolambda", "build", f"{lid}: Metadata.BuildMethod must be rust-cargolambda")
         binary = meta.get("BuildProperties", {}).get("Binary")
@@ -546,6 +559,8 @@ def _sam_sqs_event(t: dict) -> None:
 BREAKAGES = {
     "build: wrong binary name": ("build", lambda t: t["Resources"]["WebhookFunction"]["Metadata"]["BuildProperties"].update(Binary="webhook-fn")),
     "build: x86_64": ("build", lambda t: _fn(t, "UpsertFunction").update(Architectures=["x86_64"])),
+    "limits: memory over Lambda's maximum": ("limits", lambda t: _fn(t, "UpsertFunction").update(MemorySize=20000)),
+    "limits: webhook slower than API Gateway waits": ("limits", lambda t: _fn(t, "WebhookFunction").update(Timeout=60)),
     "env: a variable main.rs requires is missing": ("env", lambda t: _fn(t, "InitialSyncFunction")["Environment"]["Variables"].pop("SYNC_DLQ_URL")),
     "env: a variable the code does not read": ("env", lambda t: _fn(t, "UpsertFunction")["Environment"]["Variables"].update(DEAD_LETTER_URL={"Ref": "UpsertDlq"})),
     "visibility: 5 x timeout": ("visibility", lambda t: _fn(t, "UpsertQueue").update(VisibilityTimeout=600)),
