@@ -10,6 +10,11 @@ if [ ! -d ../shared/fixtures ] && [ -z "${CRM_SYNC_FIXTURES:-}" ]; then
   exit 2
 fi
 
+echo "== template"
+# SAM template: sam validate --lint, cfn-lint on its CloudFormation translation, the assertions of
+# scripts/check-template.py (installs SAM CLI and cfn-lint into .venv on first use).
+scripts/check-template.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
