@@ -647,9 +647,12 @@ async fn the_token_never_appears_in_errors() {
     );
 }
 
+/// A canned answer: status, headers, body.
+type Canned = (u16, Vec<(&'static str, &'static str)>, &'static str);
+
 /// A one-shot-per-response HTTP server answering canned responses in order (for shapes the
 /// emulator never produces).
-async fn stub(responses: Vec<(u16, Vec<(&'static str, &'static str)>, &'static str)>) -> String {
+async fn stub(responses: Vec<Canned>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
