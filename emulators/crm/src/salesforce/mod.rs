@@ -11,7 +11,7 @@
 mod auth;
 pub mod config;
 mod error;
-mod generate;
+pub(crate) mod generate;
 mod query;
 mod routes;
 mod schema;
