@@ -56,7 +56,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value, json};
 
 use super::config::ZendeskConfig;
@@ -324,6 +324,13 @@ fn roles(params: &[(String, String)]) -> Option<HashSet<String>> {
     (!set.is_empty()).then_some(set)
 }
 
+/// Everything but RFC 3986's unreserved characters.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// A query string from pairs, keys and values percent-encoded (`page[size]` →
 /// `page%5Bsize%5D`).
 fn qs(pairs: &[(String, String)]) -> String {
@@ -332,8 +339,8 @@ fn qs(pairs: &[(String, String)]) -> String {
         .map(|(k, v)| {
             format!(
                 "{}={}",
-                utf8_percent_encode(k, NON_ALPHANUMERIC),
-                utf8_percent_encode(v, NON_ALPHANUMERIC)
+                utf8_percent_encode(k, QUERY),
+                utf8_percent_encode(v, QUERY)
             )
         })
         .collect::<Vec<_>>()
