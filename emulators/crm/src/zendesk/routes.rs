@@ -366,6 +366,10 @@ fn decode_cursor(sh: &Shared, tag: &str, cursor: &str) -> Option<(i64, u64)> {
     parts.next().is_none().then_some((a, b))
 }
 
+fn render(r: &Rec) -> Value {
+    Value::Object(r.fields.clone())
+}
+
 fn render_deleted_user(r: &Rec) -> Value {
     let mut out = Map::new();
     for k in [
@@ -400,7 +404,8 @@ fn cursor_page(
     path: &str,
     key: &str,
     tag: &str,
-    rows: Vec<(u64, Value)>,
+    rows: Vec<(u64, &Rec)>,
+    render: fn(&Rec) -> Value,
     params: &[(String, String)],
 ) -> Response {
     let size = match param(params, "page[size]").map(str::parse::<usize>) {
@@ -427,9 +432,9 @@ fn cursor_page(
         },
         None => None,
     };
-    let (page, has_more): (Vec<(u64, Value)>, bool) = match before {
+    let (page, has_more): (Vec<(u64, &Rec)>, bool) = match before {
         Some(b) => {
-            let earlier: Vec<(u64, Value)> = rows.into_iter().filter(|(id, _)| *id < b).collect();
+            let earlier: Vec<(u64, &Rec)> = rows.into_iter().filter(|(id, _)| *id < b).collect();
             let skip = earlier.len().saturating_sub(size);
             (earlier.into_iter().skip(skip).collect(), skip > 0)
         }
@@ -437,7 +442,7 @@ fn cursor_page(
             let mut later = rows
                 .into_iter()
                 .filter(|(id, _)| after.is_none_or(|a| *id > a));
-            let page: Vec<(u64, Value)> = later.by_ref().take(size).collect();
+            let page: Vec<(u64, &Rec)> = later.by_ref().take(size).collect();
             let more = later.next().is_some();
             (page, more)
         }
@@ -467,7 +472,7 @@ fn cursor_page(
     let mut body = Map::new();
     body.insert(
         key.to_string(),
-        Value::Array(page.into_iter().map(|(_, v)| v).collect()),
+        Value::Array(page.into_iter().map(|(_, r)| render(r)).collect()),
     );
     body.insert(
         "meta".into(),
@@ -487,7 +492,8 @@ fn offset_page(
     sh: &Shared,
     path: &str,
     key: &str,
-    rows: Vec<(u64, Value)>,
+    rows: Vec<(u64, &Rec)>,
+    render: fn(&Rec) -> Value,
     params: &[(String, String)],
 ) -> Response {
     let per_page = param(params, "per_page")
@@ -511,7 +517,7 @@ fn offset_page(
         .into_iter()
         .skip((page - 1) * per_page)
         .take(per_page)
-        .map(|(_, v)| v)
+        .map(|(_, r)| render(r))
         .collect();
     let keep: Vec<(String, String)> = params
         .iter()
@@ -541,10 +547,10 @@ async fn list(State(sh): State<Arc<Shared>>, Query(params): Params, kind: Kind) 
     } else {
         None
     };
-    let rows: Vec<(u64, Value)> = lock(&sh.store)
+    let store = lock(&sh.store);
+    let rows: Vec<(u64, &Rec)> = store
         .live(kind)
         .filter(|(_, r)| wanted.as_ref().is_none_or(|w| w.contains(r.role())))
-        .map(|(id, r)| (id, Value::Object(r.fields.clone())))
         .collect();
     let path = format!("/api/v2/{}.json", kind.plural());
     let tag = match kind {
@@ -555,9 +561,9 @@ async fn list(State(sh): State<Arc<Shared>>, Query(params): Params, kind: Kind) 
         || param(&params, "page[after]").is_some()
         || param(&params, "page[before]").is_some()
     {
-        cursor_page(&sh, &path, kind.plural(), tag, rows, &params)
+        cursor_page(&sh, &path, kind.plural(), tag, rows, render, &params)
     } else {
-        offset_page(&sh, &path, kind.plural(), rows, &params)
+        offset_page(&sh, &path, kind.plural(), rows, render, &params)
     }
 }
 
@@ -766,17 +772,30 @@ async fn export_users_cursor(State(sh): State<Arc<Shared>>, Query(params): Param
 
 async fn deleted_users(State(sh): State<Arc<Shared>>, Query(params): Params) -> Response {
     lock(&sh.stats).deleted_requests += 1;
-    let rows: Vec<(u64, Value)> = lock(&sh.store)
-        .deleted_users()
-        .map(|(id, r)| (id, render_deleted_user(r)))
-        .collect();
+    let store = lock(&sh.store);
+    let rows: Vec<(u64, &Rec)> = store.deleted_users().collect();
     let path = "/api/v2/deleted_users.json";
     if param(&params, "page[size]").is_some()
         || param(&params, "page[after]").is_some()
         || param(&params, "page[before]").is_some()
     {
-        cursor_page(&sh, path, "deleted_users", "ld", rows, &params)
+        cursor_page(
+            &sh,
+            path,
+            "deleted_users",
+            "ld",
+            rows,
+            render_deleted_user,
+            &params,
+        )
     } else {
-        offset_page(&sh, path, "deleted_users", rows, &params)
+        offset_page(
+            &sh,
+            path,
+            "deleted_users",
+            rows,
+            render_deleted_user,
+            &params,
+        )
     }
 }
