@@ -492,3 +492,74 @@ async fn malformed_answers_and_server_errors_are_classified() {
         "plain http off loopback"
     );
 }
+
+/// The records the client hands out map through the built-in Pipedrive profile, with the
+/// fields the pipeline asks for (`Mapper::source_fields`): ids, parents, names, emails, phones,
+/// addresses.
+#[tokio::test]
+async fn records_map_through_the_pipedrive_profile() {
+    use mapping::model::{Operation, Parent};
+    use mapping::payload::{Outcome, map_records};
+    use mapping::{Mapper, Notice};
+
+    let emu = company(40, 3, 5).await;
+    let source: mapping::SourceConfig = serde_json::from_value(json!({
+        "id": "pipedrive-test", "kind": "pipedrive", "crm_choice": 5, "base_url": emu.base_url()
+    }))
+    .expect("source config");
+    let mapper = Mapper::new(&source).expect("mapper");
+    let wanted: HashMap<Entity, Vec<String>> = [Entity::Account, Entity::Contact]
+        .into_iter()
+        .map(|e| (e, mapper.source_fields(e)))
+        .collect();
+    let c = PipedriveClient::new(
+        PipedriveSettings::new(
+            &emu.base_url(),
+            PipedriveAuth::api_token(&emu.config().api_token),
+        ),
+        wanted,
+    )
+    .expect("client");
+    let (orgs, _, _) = walk(&c, Entity::Account, req(100), |_| {}).await;
+    let (persons, _, _) = walk(&c, Entity::Contact, req(100), |_| {}).await;
+    let expected = by_id(emu.records("persons"));
+    let mut with_parent = 0;
+    for (entity, records) in [(Entity::Account, &orgs), (Entity::Contact, &persons)] {
+        let items = map_records(&mapper, entity, records);
+        assert_eq!(items.len(), records.len());
+        for (item, r) in items.iter().zip(records.iter()) {
+            let Outcome::Notice {
+                notice: Notice::Change(ch),
+                ..
+            } = &item.outcome
+            else {
+                panic!("{entity:?} {} did not map: {:?}", r["id"], item.outcome);
+            };
+            assert_eq!(ch.source_id, r["id"].to_string());
+            assert!(ch.modified_at.is_some());
+            let Operation::Upsert { fields } = &ch.op else {
+                panic!("not an upsert");
+            };
+            match entity {
+                Entity::Account => {
+                    assert!(fields["name"].is_string());
+                    assert!(fields["address1_city"].is_string(), "{fields:?}");
+                }
+                Entity::Contact => {
+                    assert!(fields["firstname"].is_string());
+                    assert!(fields["emailaddress1"].is_string());
+                    let want = &expected[&id_of(r)]["org_id"];
+                    match (&ch.parent, want.as_u64()) {
+                        (Parent::Account(p), Some(o)) => {
+                            assert_eq!(p, &o.to_string());
+                            with_parent += 1;
+                        }
+                        (Parent::None, None) => {}
+                        (p, w) => panic!("person {}: parent {p:?}, Pipedrive says {w:?}", r["id"]),
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(with_parent, 120);
+}
