@@ -6,9 +6,11 @@ pub mod generic;
 pub mod http;
 pub mod hubspot;
 pub mod memory;
+pub mod pipedrive;
 pub mod reader;
 pub mod salesforce;
 pub mod servicenow;
+pub mod zendesk;
 
 pub use memory::MemoryCrm;
 pub use reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};

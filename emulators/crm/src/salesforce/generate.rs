@@ -38,11 +38,11 @@ impl Rng {
     }
 }
 
-const FIRST: &[&str] = &[
+pub(crate) const FIRST: &[&str] = &[
     "Olivia", "Liam", "Emma", "Noah", "Ava", "José", "Zoë", "Mohammed", "Aiko", "Lars", "Chloé",
     "Mateo", "Priya", "Sven", "Ngozi", "Wei", "Siobhan", "Björn", "Amélie", "Tomás",
 ];
-const LAST: &[&str] = &[
+pub(crate) const LAST: &[&str] = &[
     "Smith",
     "Johnson",
     "O'Brien",
@@ -64,7 +64,7 @@ const LAST: &[&str] = &[
     "Kim",
     "Haddad",
 ];
-const ADJ: &[&str] = &[
+pub(crate) const ADJ: &[&str] = &[
     "Global",
     "Pacific",
     "Northern",
@@ -81,7 +81,7 @@ const ADJ: &[&str] = &[
     "Harbor",
     "Keystone",
 ];
-const NOUN: &[&str] = &[
+pub(crate) const NOUN: &[&str] = &[
     "Logistics",
     "Dynamics",
     "Foods",
@@ -98,10 +98,10 @@ const NOUN: &[&str] = &[
     "Outfitters",
     "Labs",
 ];
-const SUFFIX: &[&str] = &[
+pub(crate) const SUFFIX: &[&str] = &[
     "Inc.", "LLC", "Ltd.", "GmbH", "S.A.", "Corp.", "& Co.", "AG",
 ];
-const STREETS: &[&str] = &[
+pub(crate) const STREETS: &[&str] = &[
     "Market St",
     "Main Street",
     "Rue de Rivoli",
@@ -114,7 +114,7 @@ const STREETS: &[&str] = &[
     "Sunset Blvd",
 ];
 /// (city, state, postal code, country)
-const PLACES: &[(&str, &str, &str, &str)] = &[
+pub(crate) const PLACES: &[(&str, &str, &str, &str)] = &[
     ("San Francisco", "CA", "94105", "United States"),
     ("Austin", "TX", "73301", "United States"),
     ("New York", "NY", "10001", "United States"),
@@ -126,7 +126,7 @@ const PLACES: &[(&str, &str, &str, &str)] = &[
     ("Tokyo", "", "100-0001", "Japan"),
     ("São Paulo", "SP", "01000-000", "Brazil"),
 ];
-const INDUSTRIES: &[&str] = &[
+pub(crate) const INDUSTRIES: &[&str] = &[
     "Technology",
     "Manufacturing",
     "Retail",
@@ -135,7 +135,7 @@ const INDUSTRIES: &[&str] = &[
     "Energy",
     "Media",
 ];
-const TITLES: &[&str] = &[
+pub(crate) const TITLES: &[&str] = &[
     "CEO",
     "VP Sales",
     "Head of Support",
@@ -145,9 +145,10 @@ const TITLES: &[&str] = &[
     "Account Executive",
     "Director of Operations",
 ];
-const DEPARTMENTS: &[&str] = &["Sales", "Support", "Finance", "IT", "Operations", "Legal"];
+pub(crate) const DEPARTMENTS: &[&str] =
+    &["Sales", "Support", "Finance", "IT", "Operations", "Legal"];
 
-fn phone(rng: &mut Rng, country: &str) -> String {
+pub(crate) fn phone(rng: &mut Rng, country: &str) -> String {
     let a = rng.below(800) + 200;
     let b = rng.below(10_000);
     match country {
@@ -165,7 +166,7 @@ fn phone(rng: &mut Rng, country: &str) -> String {
     }
 }
 
-fn slug(s: &str) -> String {
+pub(crate) fn slug(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect::<String>()
