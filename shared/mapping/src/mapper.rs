@@ -158,8 +158,21 @@ impl Mapper {
     /// The CRM fields an entity's mapping reads (first path segment of every pointer), so CRM
     /// clients can ask for exactly those.
     pub fn source_fields(&self, e: Entity) -> Vec<String> {
+        let mut fields: Vec<String> = self
+            .source_paths(e)
+            .iter()
+            .filter_map(|p| p.split('/').nth(1).map(crate::path::unescape))
+            .collect();
+        fields.sort();
+        fields.dedup();
+        fields
+    }
+
+    /// Every JSON pointer an entity's mapping reads, for CRMs whose records nest their fields
+    /// (HubSpot's `/properties/...`), where the first segment says nothing.
+    pub fn source_paths(&self, e: Entity) -> Vec<String> {
         let ent = self.entity(e);
-        let mut fields: Vec<String> = ent
+        let mut paths: Vec<String> = ent
             .id
             .iter()
             .chain(&ent.modified)
@@ -170,11 +183,11 @@ impl Mapper {
                     .iter()
                     .flat_map(|c| c.paths.iter().chain(&c.join)),
             )
-            .filter_map(|p| p.text.split('/').nth(1).map(crate::path::unescape))
+            .map(|p| p.text.clone())
             .collect();
-        fields.sort();
-        fields.dedup();
-        fields
+        paths.sort();
+        paths.dedup();
+        paths
     }
 
     /// Canonicalises a record id (Salesforce 15 → 18 characters).

@@ -7,6 +7,7 @@ use mapping::{IdentityStrategy, SourceConfig};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::connection::ConnectionConfig;
 use crate::sources::Sources;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -33,39 +34,6 @@ fn section<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-/// `[sources.connection]`: the CRM API credentials. Secrets are `env:NAME` or `file:/path`
-/// references.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "auth", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum ConnectionConfig {
-    /// Salesforce OAuth 2.0 client credentials against the org's My Domain token URL.
-    SalesforceClientCredentials {
-        token_url: String,
-        client_id: String,
-        client_secret: String,
-    },
-    /// ServiceNow Table API with Basic auth on the source's `base_url`; the tables default to
-    /// the mapping's object names (customer_account, customer_contact).
-    /// Salesforce OAuth 2.0 JWT bearer: `private_key` is a reference (`env:` / `file:`) to the
-    /// PEM key whose certificate is uploaded to the connected app.
-    SalesforceJwtBearer {
-        token_url: String,
-        client_id: String,
-        username: String,
-        private_key: String,
-        #[serde(default = "default_salesforce_audience")]
-        audience: String,
-    },
-    ServicenowBasic {
-        user: String,
-        password: String,
-    },
-}
-
-fn default_salesforce_audience() -> String {
-    "https://login.salesforce.com".into()
-}
-
 /// `[sources.webhook]`: how requests from this CRM prove where they come from. Secrets are
 /// references: `env:NAME` or `file:/path` (a literal is accepted for local trials only).
 #[derive(Debug, Clone, Deserialize)]
@@ -90,25 +58,6 @@ pub struct DataverseConfig {
     /// `deterministic-id` (default) or `alternate-key`.
     #[serde(default)]
     pub identity: IdentityStrategy,
-}
-
-/// A Salesforce reader, for a source that is a Salesforce one.
-fn salesforce_reader(
-    source: &SourceConfig,
-    key: &str,
-    settings: crm::salesforce::SalesforceSettings,
-    fields: std::collections::HashMap<mapping::Entity, Vec<String>>,
-) -> Result<std::sync::Arc<dyn crm::CrmReader>, mapping::ConfigError> {
-    if source.kind != mapping::CrmKind::Salesforce {
-        return Err(mapping::ConfigError::new(
-            key,
-            "this connection is for salesforce sources",
-        ));
-    }
-    Ok(std::sync::Arc::new(
-        crm::salesforce::SalesforceClient::new(settings, fields)
-            .map_err(|err| mapping::ConfigError::new(key, err.to_string()))?,
-    ))
 }
 
 #[derive(Debug, Error)]
@@ -198,75 +147,12 @@ impl Config {
             let mapper = sources
                 .get(&e.id)
                 .ok_or_else(|| mapping::ConfigError::new(&key, "source did not compile"))?;
-            let fields = mapping::Entity::ALL
-                .iter()
-                .map(|en| (*en, mapper.source_fields(*en)))
-                .collect();
-            let reader: std::sync::Arc<dyn crm::CrmReader> = match &conn {
-                ConnectionConfig::SalesforceClientCredentials {
-                    token_url,
-                    client_id,
-                    client_secret,
-                } => {
-                    let secret = crate::webhook::resolve_secret(client_secret, "client_secret")
-                        .map_err(|err| err.within(&key))?;
-                    let settings = crm::salesforce::SalesforceSettings::new(
-                        token_url,
-                        client_id,
-                        secret.expose(),
-                    );
-                    salesforce_reader(e, &key, settings, fields)?
-                }
-                ConnectionConfig::SalesforceJwtBearer {
-                    token_url,
-                    client_id,
-                    username,
-                    private_key,
-                    audience,
-                } => {
-                    let pem = crate::webhook::resolve_secret(private_key, "private_key")
-                        .map_err(|err| err.within(&key))?;
-                    let settings = crm::salesforce::SalesforceSettings::with_auth(
-                        token_url,
-                        client_id,
-                        crm::salesforce::SalesforceAuth::JwtBearer {
-                            username: username.clone(),
-                            private_key_pem: pem.expose().to_string(),
-                            audience: audience.clone(),
-                        },
-                    );
-                    salesforce_reader(e, &key, settings, fields)?
-                }
-                ConnectionConfig::ServicenowBasic { user, password } => {
-                    if e.kind != mapping::CrmKind::Servicenow {
-                        return Err(mapping::ConfigError::new(
-                            &key,
-                            "servicenow-basic is for servicenow sources",
-                        ));
-                    }
-                    let secret = crate::webhook::resolve_secret(password, "password")
-                        .map_err(|err| err.within(&key))?;
-                    let mut settings = crm::servicenow::ServiceNowSettings::new(
-                        &e.base_url,
-                        user,
-                        secret.expose(),
-                    );
-                    settings.account_table =
-                        mapper.object_name(mapping::Entity::Account).to_string();
-                    settings.contact_table =
-                        mapper.object_name(mapping::Entity::Contact).to_string();
-                    std::sync::Arc::new(
-                        crm::servicenow::ServiceNowClient::new(settings, fields)
-                            .map_err(|err| mapping::ConfigError::new(&key, err.to_string()))?,
-                    )
-                }
-            };
+            let reader = conn.reader(e, mapper).map_err(|err| err.within(&key))?;
             crms.insert(e.id.clone(), reader);
         }
         Ok(crms)
     }
 
-    /// Compiles the sources and resolves their webhook secrets.
     /// The sources with their webhook verification (its secrets read): what the webhook step
     /// needs.
     pub fn sources(&self) -> Result<Sources, mapping::ConfigError> {

@@ -6,6 +6,7 @@
 //! steps: [`webhook`], [`sync`], [`upsert`]; [`runner`] drives them in one process.
 
 pub mod config;
+pub mod connection;
 pub mod memory_queue;
 pub mod message;
 pub mod queue;
