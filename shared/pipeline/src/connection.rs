@@ -48,7 +48,7 @@ pub enum ConnectionConfig {
     /// Pipedrive OAuth access token.
     PipedriveOauth { token: String },
     /// Any other CRM's REST API, described entirely in the configuration.
-    GenericRest(crm::generic::GenericConfig),
+    GenericRest(Box<crm::generic::GenericConfig>),
 }
 
 fn default_salesforce_audience() -> String {
@@ -177,7 +177,7 @@ impl ConnectionConfig {
             ),
             C::GenericRest(cfg) => {
                 cfg.validate()?;
-                let mut cfg = cfg.clone();
+                let mut cfg = (**cfg).clone();
                 for (key, value) in cfg.secrets_mut() {
                     *value = secret(value, key)?;
                 }
