@@ -32,7 +32,9 @@ async fn demo(crm: DemoCrm) {
     );
     assert_eq!(s.comparison.matched, s.rows.0 + s.rows.1);
     let w = &s.webhooks.totals.upsert;
-    assert_eq!(w.deleted as usize, s.burst.deleted);
+    // HubSpot's id-only events are fetched: one that arrives after its record was archived
+    // learns it is gone and deletes it too, so there may be more deletes than archives.
+    assert!(w.deleted as usize >= s.burst.deleted);
     assert_eq!(w.dead_lettered + sync.dead_lettered, 0);
     // The rows are written out for people to look at.
     let contacts = std::fs::read_to_string(out.join("contact.jsonl")).expect("contact.jsonl");
@@ -50,4 +52,9 @@ async fn salesforce_demo_ends_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servicenow_demo_ends_exact() {
     demo(DemoCrm::Servicenow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_demo_ends_exact() {
+    demo(DemoCrm::Hubspot).await;
 }
