@@ -11,7 +11,7 @@ use pipeline::sources::Sources;
 use pipeline::webhook::{
     WebhookAuth, WebhookPorts, WebhookRequest, WebhookResponse, handle_request,
 };
-use pipeline::{MemoryQueue, MemoryQueueConfig};
+use pipeline::{MemoryQueue, MemoryQueueConfig, Queue};
 use serde_json::json;
 
 const NOW_MS: i64 = 1_700_000_000_000;
@@ -53,6 +53,27 @@ fn sources() -> Sources {
         src("pd", CrmKind::Pipedrive),
         src("sn", CrmKind::Servicenow),
         src("quiet", CrmKind::Salesforce),
+        src("zd", CrmKind::Zendesk),
+        {
+            let mut g = src("gen", CrmKind::Generic);
+            g.mapping = toml::from_str(
+                r#"
+                [account]
+                id = "/uid"
+                record_url = "{base_url}/companies/{id}"
+                [account.columns]
+                name = "/title"
+                [contact]
+                id = "/uid"
+                parent = "/company"
+                record_url = "{base_url}/people/{id}"
+                [contact.columns]
+                lastname = "/family"
+                "#,
+            )
+            .unwrap();
+            g
+        },
     ];
     let mut s = Sources::new(&cfgs, IdentityStrategy::DeterministicId).unwrap();
     let id = |s: &str| SourceId::new(s).unwrap();
@@ -79,6 +100,18 @@ fn sources() -> Sources {
         WebhookAuth::Hubspot {
             secret: Secret::new("yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"),
             public_url: "https://hooks.example.com/webhooks/hs".into(),
+        },
+    );
+    s.set_webhook(
+        &id("zd"),
+        WebhookAuth::Zendesk {
+            secret: Secret::new("zd-secret"),
+        },
+    );
+    s.set_webhook(
+        &id("gen"),
+        WebhookAuth::Contract {
+            secret: Secret::new("gen-secret"),
         },
     );
     s.set_webhook(
@@ -390,4 +423,111 @@ fn hubspot_v1(secret: &str, body: &[u8]) -> String {
     h.update(secret.as_bytes());
     h.update(body);
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The changes an upsert-queue message carries, as JSON.
+async fn queued_changes(q: &Q) -> Vec<serde_json::Value> {
+    let got = q
+        .upsert
+        .receive(10, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    got.iter()
+        .flat_map(|m| {
+            let v: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+            v["changes"].as_array().cloned().unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn zendesk_pipedrive_and_generic_webhooks_become_exact_changes() {
+    let (s, q) = (sources(), Q::new());
+    // Zendesk event webhook ("Webhooks: event types", user.created), signed as Zendesk signs.
+    let body = json!({"id": "01HXYZ", "type": "zen:event-type:user.created", "time": "2023-11-14T22:13:20Z",
+        "detail": {"id": "7", "name": "  Ann   Ng ", "email": "Ann@Example.COM", "organization_id": "42",
+                   "updated_at": "2023-11-14T22:13:20Z"}})
+    .to_string();
+    let ts = "2023-11-14T22:13:20Z";
+    let sig = {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"zd-secret").unwrap();
+        mac.update(ts.as_bytes());
+        mac.update(body.as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    };
+    let h = [
+        ("content-type", "application/json"),
+        ("x-zendesk-webhook-signature", sig.as_str()),
+        ("x-zendesk-webhook-signature-timestamp", ts),
+    ];
+    let r = call(&s, &q, "zd", &h, body.as_bytes()).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let wrong = [
+        ("content-type", "application/json"),
+        ("x-zendesk-webhook-signature", "AAAA"),
+        ("x-zendesk-webhook-signature-timestamp", ts),
+    ];
+    assert_eq!(
+        call(&s, &q, "zd", &wrong, body.as_bytes()).await.status,
+        401
+    );
+    let zd = queued_changes(&q).await;
+    assert_eq!(
+        zd,
+        [
+            json!({"source": "zd", "entity": "contact", "source_id": "7", "op": "upsert",
+            "fields": {"emailaddress1": "ann@example.com", "lastname": "Ann Ng"},
+            "modified_at": "2023-11-14T22:13:20Z", "parent": {"account": "42"},
+            "record_url": "https://acme.example.com/agent/users/7"})
+        ]
+    );
+
+    // Pipedrive webhooks v2 with Basic auth: a delete carries no data.
+    let body =
+        json!({"meta": {"action": "delete", "entity": "person", "entity_id": "9", "id": "b1",
+        "timestamp": "2023-11-14T22:13:20.000Z", "version": "2.0"}, "data": null,
+        "previous": {"id": 9, "name": "Bo"}})
+        .to_string();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("pipedrive:pw")
+    );
+    let h = [
+        ("content-type", "application/json"),
+        ("authorization", basic.as_str()),
+    ];
+    let r = call(&s, &q, "pd", &h, body.as_bytes()).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let pd = queued_changes(&q).await;
+    assert_eq!(pd.len(), 1);
+    assert_eq!(
+        (&pd[0]["entity"], &pd[0]["source_id"], &pd[0]["op"]),
+        (&json!("contact"), &json!("9"), &json!("delete")),
+        "{}",
+        pd[0]
+    );
+
+    // A home-grown CRM ("generic") posting our contract, mapped entirely from config.
+    let body = json!({"entity": "contact", "operation": "update", "id": "p-1",
+        "modified_at": "2023-11-14T22:13:20Z", "record": {"uid": "p-1", "family": "Okafor", "company": "c-9"}})
+    .to_string();
+    let ts = (NOW_MS / 1000).to_string();
+    let sig = signed("gen-secret", &ts, body.as_bytes());
+    let h = [
+        ("content-type", "application/json"),
+        ("x-crmsync-timestamp", ts.as_str()),
+        ("x-crmsync-signature", sig.as_str()),
+    ];
+    let r = call(&s, &q, "gen", &h, body.as_bytes()).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let g = queued_changes(&q).await;
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0]["fields"]["lastname"], json!("Okafor"), "{}", g[0]);
+    assert_eq!(g[0]["parent"], json!({"account": "c-9"}), "{}", g[0]);
+    assert_eq!(
+        g[0]["record_url"],
+        json!("https://acme.example.com/people/p-1")
+    );
+    assert!(q.sync.is_empty() && q.dlq.is_empty());
 }
