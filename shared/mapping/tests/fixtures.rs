@@ -561,6 +561,11 @@ fn vendor_events_have_identities_that_survive_retries() {
     let relayed = json!({"version": "0", "id": "e-1", "detail-type": "AccountChangeEvent",
         "source": "aws.partner/salesforce.com/00D/0YL", "detail": {"payload": cdc["payload"].clone()}});
     assert_eq!(event_keys(CrmKind::Salesforce, &relayed), want);
+    // ... and the same changes.
+    let m = mapper(CrmKind::Salesforce, |_| {});
+    let direct = changes(&m, &cdc, None);
+    assert!(!direct.is_empty());
+    assert_eq!(changes(&m, &relayed, None), direct);
     // A plain record (Apex, REST) has no event identity.
     assert!(event_keys(CrmKind::Salesforce, &json!({"Id": "001"})).is_empty());
 }
