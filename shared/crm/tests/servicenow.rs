@@ -626,4 +626,16 @@ async fn unreadable_sys_audit_delete_is_access_naming_the_table() {
     }
     assert!(!err.is_retryable());
     assert!(!err.to_string().contains(&emu.config().password));
+
+    // Opting out: no list, no request.
+    let mut s =
+        ServiceNowSettings::new(&emu.base_url(), &emu.config().user, &emu.config().password);
+    s.read_deletion_audit = false;
+    let quiet = ServiceNowClient::new(s, fields()).expect("client");
+    let before = emu.stats().requests;
+    assert_eq!(
+        quiet.list_deleted(Entity::Account, Utc::now()).await,
+        Ok(None)
+    );
+    assert_eq!(emu.stats().requests, before);
 }

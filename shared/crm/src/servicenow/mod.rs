@@ -54,7 +54,8 @@
 //!     tables a user's roles do not open, "Table API security",
 //!     https://docs.servicenow.com/bundle/geneva-servicenow-platform/page/integrate/inbound_rest/concept/c_TableAPISecurity.html)
 //!     is an [`CrmError::Access`] naming the table, never an empty list. Row-level ACLs that
-//!     hide rows without a 403 cannot be told from "nothing was deleted".
+//!     hide rows without a 403 cannot be told from "nothing was deleted". Where the audit is
+//!     closed on purpose, `read_deletion_audit = false` makes `list_deleted` answer `None`.
 
 mod auth;
 
@@ -96,6 +97,10 @@ pub struct ServiceNowSettings {
     pub account_table: String,
     /// Table read for [`Entity::Contact`].
     pub contact_table: String,
+    /// Whether [`CrmReader::list_deleted`] reads `sys_audit_delete` (default). False: it
+    /// answers `None` without a request, for instances whose integration user may not read the
+    /// audit, where deletions then arrive through the delete business rule alone.
+    pub read_deletion_audit: bool,
     /// Rows per `sys_audit_delete` page in [`CrmReader::list_deleted`].
     pub deleted_page_size: u32,
 }
@@ -123,6 +128,7 @@ impl ServiceNowSettings {
             auth,
             account_table: "customer_account".into(),
             contact_table: "customer_contact".into(),
+            read_deletion_audit: true,
             deleted_page_size: DEFAULT_PAGE,
         }
     }
@@ -135,6 +141,7 @@ impl fmt::Debug for ServiceNowSettings {
             .field("auth", &self.auth)
             .field("account_table", &self.account_table)
             .field("contact_table", &self.contact_table)
+            .field("read_deletion_audit", &self.read_deletion_audit)
             .field("deleted_page_size", &self.deleted_page_size)
             .finish()
     }
@@ -493,6 +500,9 @@ impl CrmReader for ServiceNowClient {
         entity: Entity,
         since: DateTime<Utc>,
     ) -> Result<Option<Vec<String>>, CrmError> {
+        if !self.settings.read_deletion_audit {
+            return Ok(None);
+        }
         let table = self.table(entity);
         let limit = self.settings.deleted_page_size.clamp(1, MAX_LIMIT);
         let query = deleted_query(table, since);
