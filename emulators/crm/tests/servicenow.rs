@@ -1,6 +1,7 @@
-//! Conformance of the ServiceNow emulator over HTTP: Basic auth, the error body, paging
-//! headers (`Link`, `X-Total-Count`), the encoded query subset, `sysparm_fields`, references,
-//! single-record reads and the rate limit rule.
+//! Conformance of the ServiceNow emulator over HTTP: Basic auth, the OAuth token endpoint and
+//! bearer tokens, the error body, paging headers (`Link`, `X-Total-Count`), the encoded query
+//! subset, `sysparm_fields`, references, single-record reads, the deletion audit
+//! (`sys_audit_delete`) and the rate limit rule.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -343,6 +344,309 @@ async fn rate_limit_answers_429_with_reset() {
         429
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        get(&emu, "/api/now/table/customer_account").await.status(),
+        200
+    );
+}
+
+// OAuth
+
+async fn token_request(emu: &ServiceNowEmulator, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let res = Client::new()
+        .post(format!("{}/oauth_token.do", emu.base_url()))
+        .form(form)
+        .send()
+        .await
+        .expect("token request");
+    let status = res.status();
+    (status, res.json().await.expect("json"))
+}
+
+async fn get_bearer(emu: &ServiceNowEmulator, token: &str) -> Response {
+    Client::new()
+        .get(format!("{}/api/now/table/customer_account", emu.base_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+}
+
+fn password_form(cfg: &ServiceNowConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", "password".to_string()),
+        ("client_id", cfg.oauth_client_id.clone()),
+        ("client_secret", cfg.oauth_client_secret.clone()),
+        ("username", cfg.user.clone()),
+        ("password", cfg.password.clone()),
+    ]
+}
+
+fn pairs<'a>(form: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    form.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn password_grant_gives_a_bearer_token_and_a_refresh_token() {
+    let emu = start(3).await;
+    let cfg = emu.config().clone();
+    let (status, body) = token_request(&emu, &pairs(&password_form(&cfg))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 1799);
+    assert_eq!(body["scope"], "useraccount");
+    let access = body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+    let refresh = body["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_string();
+    let res = get_bearer(&emu, &access).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let listed: Value = res.json().await.expect("json");
+    assert_eq!(listed["result"].as_array().map(Vec::len), Some(3));
+
+    // The refresh grant gives another working access token.
+    let (status, body) = token_request(
+        &emu,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &cfg.oauth_client_id),
+            ("client_secret", &cfg.oauth_client_secret),
+            ("refresh_token", &refresh),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let again = body["access_token"].as_str().expect("access_token");
+    assert_ne!(again, access);
+    assert_eq!(get_bearer(&emu, again).await.status(), StatusCode::OK);
+    let stats = emu.stats();
+    assert_eq!((stats.token_requests, stats.tokens_issued), (2, 2));
+}
+
+#[tokio::test]
+async fn client_credentials_grant_needs_the_property() {
+    let emu = start(2).await;
+    let cfg = emu.config().clone();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", cfg.oauth_client_id.as_str()),
+        ("client_secret", cfg.oauth_client_secret.as_str()),
+    ];
+    let (status, body) = token_request(&emu, &form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    let access = body["access_token"].as_str().expect("access_token");
+    assert_eq!(get_bearer(&emu, access).await.status(), StatusCode::OK);
+
+    let off = ServiceNowEmulator::start(ServiceNowConfig {
+        accounts: 1,
+        client_credentials_enabled: false,
+        oauth_rfc_errors: true,
+        ..ServiceNowConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let (status, body) = token_request(&off, &form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "unauthorized_client");
+}
+
+#[tokio::test]
+async fn token_refusals_as_instances_answer_them_or_as_rfc_6749() {
+    let observed = start(1).await;
+    let rfc = ServiceNowEmulator::start(ServiceNowConfig {
+        accounts: 1,
+        oauth_rfc_errors: true,
+        ..ServiceNowConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let cfg = observed.config().clone();
+    let mut wrong_secret = password_form(&cfg);
+    wrong_secret[2].1 = "not-the-secret".into();
+    let mut wrong_password = password_form(&cfg);
+    wrong_password[4].1 = "not-the-password".into();
+    let mut wrong_client = password_form(&cfg);
+    wrong_client[1].1 = "0".repeat(32);
+    let cc_wrong = vec![
+        ("grant_type", "client_credentials".to_string()),
+        ("client_id", cfg.oauth_client_id.clone()),
+        ("client_secret", "nope".to_string()),
+    ];
+    let unknown = vec![("grant_type", "authorization_code".to_string())];
+    let cases = [
+        (&wrong_secret, StatusCode::UNAUTHORIZED, "invalid_client"),
+        (&wrong_client, StatusCode::UNAUTHORIZED, "invalid_client"),
+        (&cc_wrong, StatusCode::UNAUTHORIZED, "invalid_client"),
+        (&wrong_password, StatusCode::BAD_REQUEST, "invalid_grant"),
+        (&unknown, StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+    ];
+    for (form, status, code) in cases {
+        let (s, body) = token_request(&rfc, &pairs(form)).await;
+        assert_eq!((s, body["error"].as_str()), (status, Some(code)), "{body}");
+        let (s, body) = token_request(&observed, &pairs(form)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            body,
+            json!({"error": "server_error", "error_description": "access_denied"})
+        );
+        assert!(!body.to_string().contains("not-the-"));
+    }
+    assert_eq!(observed.stats().tokens_issued, 0);
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused_by_the_table_api() {
+    let emu = ServiceNowEmulator::start(ServiceNowConfig {
+        accounts: 2,
+        oauth_token_lifetime: Duration::from_millis(600),
+        ..ServiceNowConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let form = password_form(emu.config());
+    let (_, body) = token_request(&emu, &pairs(&form)).await;
+    assert_eq!(body["expires_in"], 0, "whole seconds, rounded down");
+    let access = body["access_token"].as_str().expect("token").to_string();
+    assert_eq!(get_bearer(&emu, &access).await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let res = get_bearer(&emu, &access).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["message"], "User Not Authenticated");
+
+    // expire_tokens ends live tokens at once; a new one works.
+    let (_, body) = token_request(&emu, &pairs(&form)).await;
+    let fresh = body["access_token"].as_str().expect("token").to_string();
+    assert_eq!(get_bearer(&emu, &fresh).await.status(), StatusCode::OK);
+    emu.expire_tokens();
+    assert_eq!(
+        get_bearer(&emu, &fresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Basic auth keeps working next to OAuth.
+    assert_eq!(
+        get(&emu, "/api/now/table/customer_account").await.status(),
+        200
+    );
+}
+
+// Deletion audit
+
+fn documentkeys(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["documentkey"].as_str().expect("documentkey").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn deletes_are_recorded_in_sys_audit_delete() {
+    let emu = start(10).await;
+    let accounts = emu.ids("customer_account");
+    let contacts = emu.ids("customer_contact");
+    let now = chrono::Utc::now();
+    let old = now - chrono::Duration::days(3);
+    assert!(emu.delete_at(&accounts[0], old));
+    assert!(emu.delete(&accounts[1]));
+    assert!(emu.delete(&accounts[2]));
+    assert!(emu.delete(&contacts[0]));
+    assert!(!emu.delete(&accounts[1]), "already gone");
+    assert_eq!(emu.count("sys_audit_delete"), 4);
+
+    let all = list(
+        &emu,
+        "sys_audit_delete",
+        &[("sysparm_query", "ORDERBYsys_created_on")],
+    )
+    .await;
+    assert_eq!(all.len(), 4);
+    let first = &all[0];
+    assert_eq!(first["tablename"], "customer_account");
+    assert_eq!(first["documentkey"], accounts[0].as_str());
+    assert_eq!(
+        first["sys_created_on"],
+        old.format("%Y-%m-%d %H:%M:%S").to_string()
+    );
+
+    // The catch-up query: one table, since a time, oldest first.
+    let since = (now - chrono::Duration::hours(1))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let q = format!("tablename=customer_account^sys_created_on>={since}^ORDERBYsys_created_on");
+    let rows = list(
+        &emu,
+        "sys_audit_delete",
+        &[
+            ("sysparm_query", &q),
+            ("sysparm_fields", "documentkey,sys_created_on"),
+        ],
+    )
+    .await;
+    let mut got = documentkeys(&rows);
+    got.sort();
+    let mut want = vec![accounts[1].clone(), accounts[2].clone()];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(rows[0].as_object().map(|o| o.len()), Some(2));
+    let q = format!("tablename=customer_contact^sys_created_on>={since}");
+    let rows = list(&emu, "sys_audit_delete", &[("sysparm_query", &q)]).await;
+    assert_eq!(documentkeys(&rows), vec![contacts[0].clone()]);
+
+    // Paged like any table.
+    let page = get(
+        &emu,
+        "/api/now/table/sys_audit_delete?sysparm_limit=3&sysparm_query=ORDERBYsys_created_on",
+    )
+    .await;
+    assert_eq!(page.headers()["X-Total-Count"], "4");
+    let link = page.headers()["Link"].to_str().expect("link").to_string();
+    assert!(link.contains("sysparm_offset=3") && link.contains("rel=\"next\""));
+
+    // Records that were never audited leave no row; the audit itself is not audited.
+    let quiet = ServiceNowEmulator::start(ServiceNowConfig {
+        accounts: 2,
+        audit_deletes: false,
+        ..ServiceNowConfig::default()
+    })
+    .await
+    .expect("emulator");
+    assert!(quiet.delete(&quiet.ids("customer_account")[0]));
+    assert_eq!(quiet.count("sys_audit_delete"), 0);
+    let row = emu.ids("sys_audit_delete")[0].clone();
+    assert!(emu.delete(&row));
+    assert_eq!(emu.count("sys_audit_delete"), 3);
+    let mut f = Map::new();
+    f.insert("tablename".into(), json!("customer_account"));
+    assert!(emu.put("sys_audit_delete", f).is_err());
+}
+
+#[tokio::test]
+async fn sys_audit_delete_can_be_closed_to_the_integration_user() {
+    let emu = ServiceNowEmulator::start(ServiceNowConfig {
+        accounts: 3,
+        audit_delete_readable: false,
+        ..ServiceNowConfig::default()
+    })
+    .await
+    .expect("emulator");
+    assert!(emu.delete(&emu.ids("customer_account")[0]));
+    let res = get(&emu, "/api/now/table/sys_audit_delete").await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let body: Value = res.json().await.expect("json");
+    assert!(is_failure(&body), "{body}");
+    assert_eq!(body["error"]["message"], "User Not Authorized");
+    let id = emu.ids("sys_audit_delete")[0].clone();
+    assert_eq!(
+        get(&emu, &format!("/api/now/table/sys_audit_delete/{id}"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(
         get(&emu, "/api/now/table/customer_account").await.status(),
         200

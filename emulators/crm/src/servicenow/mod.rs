@@ -1,14 +1,17 @@
-//! ServiceNow Table API emulator for the CSM tables `customer_account` and `customer_contact`:
-//! Basic auth, encoded queries (a subset, `^NQ` included), `sysparm_fields` /
+//! ServiceNow Table API emulator for the CSM tables `customer_account` and `customer_contact`
+//! and the deletion audit `sys_audit_delete`: Basic auth or OAuth bearer tokens from
+//! `/oauth_token.do`, encoded queries (a subset, `^NQ` included), `sysparm_fields` /
 //! `sysparm_limit` / `sysparm_offset`, `Link` and `X-Total-Count` paging headers, reference
 //! fields, the documented error body and an inbound rate limit rule, as ServiceNow's "Table API"
 //! reference documents them. Tests start it on 127.0.0.1 port 0 with
 //! [`ServiceNowEmulator::start`].
 //!
-//! Module map: `config` (knobs), `store` (tables, records, generation), `query` (encoded
-//! queries), `routes` (HTTP, auth, rate limit, errors).
+//! Module map: `config` (knobs), `store` (tables, records, generation, deletion audit), `query`
+//! (encoded queries), `oauth` (token endpoint, tokens), `routes` (HTTP, auth, rate limit,
+//! errors).
 
 pub mod config;
+mod oauth;
 mod query;
 mod routes;
 mod store;
@@ -52,6 +55,7 @@ impl ServiceNowEmulator {
             base_url: format!("http://127.0.0.1:{port}"),
             store: std::sync::Mutex::new(store),
             stats: Default::default(),
+            tokens: Default::default(),
             window: std::sync::Mutex::new((Instant::now(), 0)),
         });
         let app = routes::router(shared.clone());
@@ -82,9 +86,12 @@ impl ServiceNowEmulator {
     }
 
     /// Creates a record in `table` (or changes the one whose `sys_id` is given); returns its
-    /// sys_id. Values must be strings; `account` on contacts is the account's sys_id.
+    /// sys_id. Values must be strings; `account` on contacts is the account's sys_id. Only the
+    /// CSM tables: `sys_audit_delete` is written by deletes.
     pub fn put(&self, table: &str, fields: Map<String, Value>) -> Result<String, StoreError> {
-        let t = Table::parse(table).ok_or_else(|| StoreError::NotFound(table.to_string()))?;
+        let t = Table::parse(table)
+            .filter(|t| t.is_csm())
+            .ok_or_else(|| StoreError::NotFound(table.to_string()))?;
         let existed = fields
             .get("sys_id")
             .and_then(Value::as_str)
@@ -103,14 +110,28 @@ impl ServiceNowEmulator {
         Ok(())
     }
 
-    /// Deletes a record (ServiceNow deletes are hard); false when there was none.
+    /// Deletes a record (ServiceNow deletes are hard); false when there was none. A CSM record's
+    /// deletion is recorded in `sys_audit_delete` unless `audit_deletes` is off.
     pub fn delete(&self, sys_id: &str) -> bool {
+        self.delete_at(sys_id, chrono::Utc::now())
+    }
+
+    /// [`ServiceNowEmulator::delete`], with the `sys_audit_delete` row dated `at` (for
+    /// deletions that happened before a test's time window).
+    pub fn delete_at(&self, sys_id: &str, at: chrono::DateTime<chrono::Utc>) -> bool {
         let table = self.table_of(sys_id);
-        let deleted = lock(&self.shared.store).delete(sys_id);
+        let audit = self.shared.cfg.audit_deletes.then_some(at);
+        let deleted = lock(&self.shared.store).delete(sys_id, audit);
         if let (true, Some(t)) = (deleted, table) {
             self.announce(t, sys_id, "delete");
         }
         deleted
+    }
+
+    /// Ends every OAuth access token now, as if its lifespan had run out: the next Table API
+    /// call with one gets 401.
+    pub fn expire_tokens(&self) {
+        lock(&self.shared.tokens).expire_all();
     }
 
     /// From now on every change made through this handle is posted to `url` as the business
@@ -134,6 +155,7 @@ impl ServiceNowEmulator {
         let entity = match table {
             Table::Account => "account",
             Table::Contact => "contact",
+            Table::AuditDelete => return,
         };
         if operation == "delete" {
             n.send(entity, operation, sys_id, chrono::Utc::now(), None);
@@ -164,7 +186,8 @@ impl ServiceNowEmulator {
             .map(|r| r.fields.clone())
     }
 
-    /// Records in `table` ("customer_account" or "customer_contact"); 0 for other names.
+    /// Records in `table` ("customer_account", "customer_contact" or "sys_audit_delete"); 0 for
+    /// other names.
     pub fn count(&self, table: &str) -> usize {
         Table::parse(table).map_or(0, |t| lock(&self.shared.store).count(t))
     }

@@ -1,23 +1,29 @@
 //! HTTP layer of the Table API (`GET /api/now/table/{tableName}` and
-//! `GET /api/now/table/{tableName}/{sys_id}`, ServiceNow "Table API" reference): Basic auth on
-//! every call, an optional rate limit rule, the error body
+//! `GET /api/now/table/{tableName}/{sys_id}`, ServiceNow "Table API" reference): Basic auth or
+//! an OAuth bearer token on every call, an optional rate limit rule, the error body
 //! `{"error":{"message","detail"},"status":"failure"}`, paging by `sysparm_limit` (default
 //! 10000) / `sysparm_offset` with `Link` (rel first/prev/next/last) and `X-Total-Count` headers.
+//! Plus the OAuth token endpoint `POST /oauth_token.do` (see `oauth`), which is neither
+//! authenticated nor counted by the rate limit rule, and read access to `sys_audit_delete`,
+//! which the config may deny: 403 "User Not Authorized", the answer "Table API security"
+//! (https://docs.servicenow.com/bundle/geneva-servicenow-platform/page/integrate/inbound_rest/concept/c_TableAPISecurity.html)
+//! documents for tables the user's roles do not open; the detail text is the emulator's own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value, json};
 
 use super::config::ServiceNowConfig;
+use super::oauth::Tokens;
 use super::query;
 use super::store::{Rec, Store, Table};
 
@@ -27,8 +33,12 @@ const DEFAULT_LIMIT: usize = 10_000;
 /// Counters of what the emulator has seen.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
-    /// Every HTTP request.
+    /// Every HTTP request, token requests included.
     pub requests: u64,
+    /// `POST /oauth_token.do` requests, granted or not.
+    pub token_requests: u64,
+    /// Access tokens handed out.
+    pub tokens_issued: u64,
     /// Authorised, admitted `GET /api/now/table/{table}` list requests.
     pub list_requests: u64,
     pub by_status: BTreeMap<u16, u64>,
@@ -39,6 +49,7 @@ pub struct Shared {
     pub base_url: String,
     pub store: Mutex<Store>,
     pub stats: Mutex<Stats>,
+    pub tokens: Mutex<Tokens>,
     pub rate_limit: Mutex<Option<(u32, Duration)>>,
     /// (window start, requests admitted in it)
     pub window: Mutex<(Instant, u32)>,
@@ -63,6 +74,7 @@ pub fn error(status: StatusCode, message: &str, detail: &str) -> Response {
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/oauth_token.do", post(token))
         .route("/api/now/table/{table}", get(list))
         .route("/api/now/table/{table}/{sys_id}", get(one))
         .route("/api/now/v2/table/{table}", get(list))
@@ -89,11 +101,17 @@ async fn count(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respo
     res
 }
 
-/// Basic auth first (rate limit rules are per user), then the rate limit rule.
+/// Auth first (rate limit rules are per user), then the rate limit rule. The token endpoint
+/// passes: it authenticates its own way.
 async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let ok = basic(req.headers()).is_some_and(|(u, p)| u == sh.cfg.user && p == sh.cfg.password);
+    if req.uri().path() == "/oauth_token.do" {
+        return next.run(req).await;
+    }
+    let ok = basic(req.headers()).is_some_and(|(u, p)| u == sh.cfg.user && p == sh.cfg.password)
+        || bearer(req.headers()).is_some_and(|t| lock(&sh.tokens).is_valid(t));
     if !ok {
-        // What an instance answers to missing or wrong Basic credentials.
+        // What an instance answers to missing or wrong credentials, an expired bearer token
+        // included (a real 401 to a bearer call also says `WWW-Authenticate: Basic`).
         let mut res = error(
             StatusCode::UNAUTHORIZED,
             "User Not Authenticated",
@@ -159,6 +177,40 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     let raw = String::from_utf8(base64_decode(b64.trim())?).ok()?;
     let (u, p) = raw.split_once(':')?;
     Some((u.to_string(), p.to_string()))
+}
+
+/// `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+async fn token(
+    State(sh): State<Arc<Shared>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    lock(&sh.stats).token_requests += 1;
+    let issued = lock(&sh.tokens).issue(&sh.cfg, &form);
+    match issued {
+        Ok(body) => {
+            lock(&sh.stats).tokens_issued += 1;
+            Json(body).into_response()
+        }
+        Err(refusal) => refusal.response(&sh.cfg),
+    }
+}
+
+/// 403 on a table the integration user may not read.
+fn not_authorized(table: Table) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "User Not Authorized",
+        &format!("ACL restricts reading table {}", table.name()),
+    )
 }
 
 /// Standard base64 with padding (RFC 4648 section 4); the crate has no base64 dependency and
@@ -252,6 +304,9 @@ async fn list(
     let Some(t) = Table::parse(&table) else {
         return invalid_table(&table);
     };
+    if t == Table::AuditDelete && !sh.cfg.audit_delete_readable {
+        return not_authorized(t);
+    }
     lock(&sh.stats).list_requests += 1;
     let limit = params
         .get("sysparm_limit")
@@ -341,6 +396,9 @@ async fn one(
     let Some(t) = Table::parse(&table) else {
         return invalid_table(&table);
     };
+    if t == Table::AuditDelete && !sh.cfg.audit_delete_readable {
+        return not_authorized(t);
+    }
     let fields = field_list(&params);
     let exclude = flag(&params, "sysparm_exclude_reference_link");
     let store = lock(&sh.store);

@@ -1,7 +1,10 @@
 //! The two CSM tables and their records, plus seeded generation. ServiceNow stores every value
 //! as a string in the Table API's raw form (`sysparm_display_value=false`): datetimes are UTC
 //! `YYYY-MM-DD HH:MM:SS` with 1-second resolution, references hold the target's sys_id, and a
-//! sys_id is 32 lowercase hex characters. Deletes are hard: the row is gone.
+//! sys_id is 32 lowercase hex characters. Deletes are hard: the row is gone, and on a table
+//! audited for deletes a `sys_audit_delete` row records which record of which table went when
+//! (`tablename`, `documentkey` = the deleted sys_id, `sys_created_on`; ServiceNow KB0634666 and
+//! "Restore a deleted record" in the platform administration docs).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +18,8 @@ use super::config::ServiceNowConfig;
 pub enum Table {
     Account,
     Contact,
+    /// `sys_audit_delete` ("Deleted Records"): one row per deleted record of an audited table.
+    AuditDelete,
 }
 
 const ACCOUNT_FIELDS: &[&str] = &[
@@ -55,11 +60,26 @@ const CONTACT_FIELDS: &[&str] = &[
     "sys_class_name",
 ];
 
+/// The columns of `sys_audit_delete` the emulator keeps: `tablename` and `documentkey` as
+/// KB0634666 names them for deletion audits, plus the system columns every table has. The real
+/// table also keeps the deleted record's payload (for "Undelete"), which is not emulated.
+const AUDIT_DELETE_FIELDS: &[&str] = &[
+    "sys_id",
+    "tablename",
+    "documentkey",
+    "sys_created_on",
+    "sys_created_by",
+    "sys_updated_on",
+    "sys_mod_count",
+    "sys_class_name",
+];
+
 impl Table {
     pub fn parse(name: &str) -> Option<Table> {
         match name {
             "customer_account" => Some(Table::Account),
             "customer_contact" => Some(Table::Contact),
+            "sys_audit_delete" => Some(Table::AuditDelete),
             _ => None,
         }
     }
@@ -68,6 +88,7 @@ impl Table {
         match self {
             Table::Account => "customer_account",
             Table::Contact => "customer_contact",
+            Table::AuditDelete => "sys_audit_delete",
         }
     }
 
@@ -75,7 +96,13 @@ impl Table {
         match self {
             Table::Account => ACCOUNT_FIELDS,
             Table::Contact => CONTACT_FIELDS,
+            Table::AuditDelete => AUDIT_DELETE_FIELDS,
         }
+    }
+
+    /// The CSM tables records are written to (the audit table is written by deletes only).
+    pub fn is_csm(self) -> bool {
+        matches!(self, Table::Account | Table::Contact)
     }
 
     /// Reference fields and the table they point to.
@@ -226,8 +253,22 @@ impl Store {
         Ok(())
     }
 
-    pub fn delete(&mut self, id: &str) -> bool {
-        self.recs.remove(id).is_some()
+    /// Removes a record. With `audit_at`, a CSM record's deletion is recorded in
+    /// `sys_audit_delete` at that time (`sys_` tables themselves are not audited for deletes by
+    /// default: "Enable auditing for a system table", ServiceNow docs).
+    pub fn delete(&mut self, id: &str, audit_at: Option<DateTime<Utc>>) -> bool {
+        let Some(rec) = self.recs.remove(id) else {
+            return false;
+        };
+        if let (true, Some(at)) = (rec.table.is_csm(), audit_at) {
+            let mut f = Map::new();
+            f.insert("tablename".into(), s(rec.table.name()));
+            f.insert("documentkey".into(), s(id));
+            f.insert("sys_created_by".into(), s("admin"));
+            // Known columns holding strings: cannot fail.
+            let _ = self.insert_at(Table::AuditDelete, f, at);
+        }
+        true
     }
 
     pub fn get(&self, id: &str) -> Option<&Rec> {

@@ -1,9 +1,15 @@
 //! ServiceNow Table API reader: a [`CrmReader`] over reqwest for the CSM tables
 //! (`customer_account`, `customer_contact` by default).
 //!
+//! Module map: this file (settings, listing, fetching, deletions, errors), `auth` (Basic and
+//! OAuth 2.0 tokens from `/oauth_token.do`).
+//!
 //! Why it looks the way it does:
 //! - Auth is HTTP Basic on every call (the Table API reference's cURL examples use
-//!   `--user 'username':'password'`); the password never appears in errors, logs or `Debug`.
+//!   `--user 'username':'password'`), or an OAuth 2.0 bearer token (password or client
+//!   credentials grant; see `auth` for what ServiceNow documents). A 401 to a bearer call drops
+//!   the token and retries once with a new one. Secrets and tokens never appear in errors, logs
+//!   or `Debug`.
 //! - Listing is keyset paging, not `sysparm_offset`: offsets shift when records change during a
 //!   walk, and the Table API documents no stable cursor. Each page asks for records after the
 //!   checkpoint `(t, id)` with the encoded query
@@ -19,8 +25,43 @@
 //! - 429 from an inbound rate limit rule carries `Retry-After` / `X-RateLimit-Reset` ("Inbound
 //!   REST API rate limiting"); it becomes [`CrmError::RateLimited`]. Errors use the body
 //!   `{"error":{"message","detail"},"status":"failure"}`.
+//! - Deletions ([`CrmReader::list_deleted`]) come from `sys_audit_delete`, the "Deleted Records"
+//!   table, queried through the Table API like any table:
+//!   `tablename=<table>^sys_created_on>=<since>^ORDERBYsys_created_on^ORDERBYsys_id`, fields
+//!   `documentkey` (the deleted record's sys_id) and `sys_created_on` (when it was deleted).
+//!   The field names are those of deletion audits in ServiceNow KB0634666
+//!   (https://hi.service-now.com/kb_view.do?sysparm_article=KB0634666: "Table name = Table name
+//!   affected", "Document Key = sys_id of the deleted record"); that sys_audit_delete carries
+//!   them too is what public scripts querying it rely on (`GlideRecord("sys_audit_delete")`
+//!   with `documentkey` / `tablename`), not something its own doc page states.
+//!   Pages follow `Link` rel="next" to the end ("Table API" reference: `sysparm_limit` applies
+//!   before ACL evaluation, so a short page is not the end while a next link remains); without
+//!   a `Link` header, a full page moves `sysparm_offset` on. Assumptions, documented rather than
+//!   checked:
+//!   - The table is audited for deletes. An instance records deletions "in audited tables" but
+//!     not on tables with the `no_audit_delete=true` dictionary attribute, and not on `sys_`
+//!     tables unless listed in `glide.ui.audit_deleted_tables` ("Restore a deleted record",
+//!     https://docs.servicenow.com/bundle/orlando-platform-administration/page/administer/table-administration/task/t_RestoreADeletedRecordAndRef.html;
+//!     "Enable auditing for a system table",
+//!     https://www.servicenow.com/docs/r/zurich/platform-security/servicenow-ai-platform-security/t_ConSysTablDelAud.html).
+//!     Records removed by Table Cleaner leave no audit (KB0634666).
+//!   - `tablename` is the record's own class. Deletions from a table extending the configured
+//!     one are filed under the child's name and not returned (reported by a public client's
+//!     tests, not confirmed in ServiceNow's docs).
+//!   - The audit is kept long enough: its retention is the instance's, and an older `since`
+//!     silently finds fewer rows. Not checked.
+//!   - The integration user may read sys_audit_delete. A 403 there (the Table API's answer to
+//!     tables a user's roles do not open, "Table API security",
+//!     https://docs.servicenow.com/bundle/geneva-servicenow-platform/page/integrate/inbound_rest/concept/c_TableAPISecurity.html)
+//!     is an [`CrmError::Access`] naming the table, never an empty list. Row-level ACLs that
+//!     hide rows without a 403 cannot be told from "nothing was deleted". Where the audit is
+//!     closed on purpose, `read_deletion_audit = false` makes `list_deleted` answer `None`.
 
-use std::collections::HashMap;
+mod auth;
+
+pub use auth::{ServiceNowAuth, ServiceNowOAuth};
+
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +74,7 @@ use serde_json::Value;
 
 use crate::http::{check_origin, checkpoint_of};
 use crate::reader::{CrmError, CrmReader, Fetched, Page, PageRequest};
+use auth::Authenticator;
 
 /// sys_ids per `sys_idIN...` query: 100 × 33 characters keeps the URL short.
 const IDS_PER_QUERY: usize = 100;
@@ -42,28 +84,52 @@ const MAX_LIMIT: u32 = 10_000;
 const DEFAULT_PAGE: u32 = 1_000;
 /// Pause after a 429 that names no reset time.
 const DEFAULT_RATE_PAUSE: Duration = Duration::from_secs(60);
+/// Where ServiceNow records deleted records.
+const AUDIT_DELETE_TABLE: &str = "sys_audit_delete";
 
-/// Where and as whom to read.
+/// Where, as whom and what to read.
 #[derive(Clone)]
 pub struct ServiceNowSettings {
     /// `https://<instance>.service-now.com`.
     pub instance_url: String,
-    pub user: String,
-    pub password: String,
+    pub auth: ServiceNowAuth,
     /// Table read for [`Entity::Account`].
     pub account_table: String,
     /// Table read for [`Entity::Contact`].
     pub contact_table: String,
+    /// Whether [`CrmReader::list_deleted`] reads `sys_audit_delete` (default). False: it
+    /// answers `None` without a request, for instances whose integration user may not read the
+    /// audit, where deletions then arrive through the delete business rule alone.
+    pub read_deletion_audit: bool,
+    /// Rows per `sys_audit_delete` page in [`CrmReader::list_deleted`].
+    pub deleted_page_size: u32,
 }
 
 impl ServiceNowSettings {
+    /// HTTP Basic as `user`.
     pub fn new(instance_url: &str, user: &str, password: &str) -> Self {
+        Self::with_auth(
+            instance_url,
+            ServiceNowAuth::Basic {
+                user: user.to_string(),
+                password: password.to_string(),
+            },
+        )
+    }
+
+    /// OAuth 2.0 bearer tokens from `<instance_url>/oauth_token.do`.
+    pub fn with_oauth(instance_url: &str, oauth: ServiceNowOAuth) -> Self {
+        Self::with_auth(instance_url, ServiceNowAuth::OAuth(oauth))
+    }
+
+    pub fn with_auth(instance_url: &str, auth: ServiceNowAuth) -> Self {
         ServiceNowSettings {
             instance_url: instance_url.to_string(),
-            user: user.to_string(),
-            password: password.to_string(),
+            auth,
             account_table: "customer_account".into(),
             contact_table: "customer_contact".into(),
+            read_deletion_audit: true,
+            deleted_page_size: DEFAULT_PAGE,
         }
     }
 }
@@ -72,10 +138,11 @@ impl fmt::Debug for ServiceNowSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServiceNowSettings")
             .field("instance_url", &self.instance_url)
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
+            .field("auth", &self.auth)
             .field("account_table", &self.account_table)
             .field("contact_table", &self.contact_table)
+            .field("read_deletion_audit", &self.read_deletion_audit)
+            .field("deleted_page_size", &self.deleted_page_size)
             .finish()
     }
 }
@@ -84,6 +151,7 @@ pub struct ServiceNowClient {
     http: reqwest::Client,
     settings: ServiceNowSettings,
     instance: Url,
+    auth: Authenticator,
     fields: HashMap<Entity, Vec<String>>,
 }
 
@@ -131,10 +199,12 @@ impl ServiceNowClient {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| CrmError::Permanent(format!("cannot build HTTP client: {e}")))?;
+        let auth = Authenticator::new(settings.auth.clone(), &instance)?;
         Ok(ServiceNowClient {
             http,
             settings,
             instance,
+            auth,
             fields,
         })
     }
@@ -205,30 +275,45 @@ impl ServiceNowClient {
     }
 
     fn table_url(&self, entity: Entity, params: &[(&str, &str)]) -> Result<Url, CrmError> {
+        self.named_table_url(self.table(entity), params)
+    }
+
+    fn named_table_url(&self, table: &str, params: &[(&str, &str)]) -> Result<Url, CrmError> {
         let mut url = self
             .instance
-            .join(&format!("/api/now/table/{}", self.table(entity)))
+            .join(&format!("/api/now/table/{table}"))
             .map_err(|e| CrmError::Permanent(format!("table URL: {e}")))?;
         url.query_pairs_mut().extend_pairs(params);
         Ok(url)
     }
 
-    /// GETs a Table API URL; returns the `result` array and the response headers.
+    /// GETs a Table API URL; returns the `result` array and the response headers. A 401 to a
+    /// bearer token drops it and retries once with a new one.
     async fn get(&self, url: Url) -> Result<(Vec<Value>, HeaderMap), CrmError> {
-        let resp = self
-            .http
-            .get(url)
-            .basic_auth(&self.settings.user, Some(&self.settings.password))
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| CrmError::Unavailable(format!("ServiceNow: {}", e.without_url())))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| CrmError::Unavailable(format!("ServiceNow: {}", e.without_url())))?;
+        let mut attempt = 0;
+        let (status, headers, text) = loop {
+            let cred = self.auth.credential(&self.http).await?;
+            let resp = self
+                .auth
+                .apply(self.http.get(url.clone()), &cred)
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .map_err(|e| CrmError::Unavailable(format!("ServiceNow: {}", e.without_url())))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| CrmError::Unavailable(format!("ServiceNow: {}", e.without_url())))?;
+            if status == StatusCode::UNAUTHORIZED && cred.is_bearer() && attempt == 0 {
+                tracing::info!("ServiceNow refused the OAuth token; requesting a new one");
+                self.auth.invalidate(&cred).await;
+                attempt += 1;
+                continue;
+            }
+            break (status, headers, text);
+        };
         if !status.is_success() {
             return Err(self.classify(status, &headers, &text));
         }
@@ -251,11 +336,27 @@ impl ServiceNowClient {
                 CrmError::RateLimited(pause)
             }
             401 | 403 => CrmError::Access(format!(
-                "ServiceNow refused user {:?} ({status}: {message} {detail})",
-                self.settings.user
+                "ServiceNow refused {} ({status}: {message} {detail})",
+                self.auth.auth().describe()
             )),
             s if s >= 500 => CrmError::Unavailable(format!("ServiceNow {status}: {message}")),
             _ => CrmError::Permanent(format!("ServiceNow {status}: {message} {detail}")),
+        }
+    }
+
+    /// An error reading `sys_audit_delete`, saying which table and what the deletions were
+    /// for: a refusal there must not pass for "nothing was deleted".
+    fn audit_error(&self, e: CrmError, table: &str) -> CrmError {
+        match e {
+            CrmError::Access(m) => CrmError::Access(format!(
+                "cannot read table {AUDIT_DELETE_TABLE}, where ServiceNow records deletions \
+                 from {table}: {m}; {} needs read access to {AUDIT_DELETE_TABLE}",
+                self.auth.auth().describe()
+            )),
+            CrmError::Permanent(m) => CrmError::Permanent(format!(
+                "reading {AUDIT_DELETE_TABLE} for deletions from {table}: {m}"
+            )),
+            other => other,
         }
     }
 
@@ -282,6 +383,23 @@ impl ServiceNowClient {
         }
         Ok(url)
     }
+}
+
+/// The `sys_audit_delete` query for one table's deletions since a time, oldest first; sys_id
+/// breaks ties so offset pages stay in one order.
+fn deleted_query(table: &str, since: DateTime<Utc>) -> String {
+    format!(
+        "tablename={table}^sys_created_on>={}^ORDERBYsys_created_on^ORDERBYsys_id",
+        sn_datetime(since)
+    )
+}
+
+/// A row's `documentkey`: a string, or `{value}` should an instance show it as a reference.
+fn documentkey(row: &Value) -> Option<&str> {
+    let v = row.get("documentkey")?;
+    v.as_str()
+        .or_else(|| v.get("value").and_then(Value::as_str))
+        .filter(|k| !k.is_empty())
 }
 
 #[async_trait]
@@ -372,6 +490,69 @@ impl CrmReader for ServiceNowClient {
             }
         }
         Ok(out)
+    }
+
+    /// Deletions recorded in `sys_audit_delete` for the entity's table at or after `since` (to
+    /// the second, rounded down): the deleted sys_ids, oldest deletion first, each once. See the
+    /// module doc for what this assumes of the instance.
+    async fn list_deleted(
+        &self,
+        entity: Entity,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<String>>, CrmError> {
+        if !self.settings.read_deletion_audit {
+            return Ok(None);
+        }
+        let table = self.table(entity);
+        let limit = self.settings.deleted_page_size.clamp(1, MAX_LIMIT);
+        let query = deleted_query(table, since);
+        let limit_s = limit.to_string();
+        let base = [
+            ("sysparm_query", query.as_str()),
+            ("sysparm_fields", "documentkey,sys_created_on"),
+            ("sysparm_limit", limit_s.as_str()),
+        ];
+        let mut url = self.named_table_url(AUDIT_DELETE_TABLE, &base)?;
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for page in 1u64.. {
+            let (records, headers) = self
+                .get(url.clone())
+                .await
+                .map_err(|e| self.audit_error(e, table))?;
+            let full = records.len() as u64 >= u64::from(limit);
+            for r in &records {
+                let key = documentkey(r).ok_or_else(|| {
+                    CrmError::Permanent(format!(
+                        "{AUDIT_DELETE_TABLE} row without a documentkey (deletions from {table})"
+                    ))
+                })?;
+                if seen.insert(key.to_string()) {
+                    out.push(key.to_string());
+                }
+            }
+            let next = match link_next(&headers) {
+                Some(n) => Some(self.next_url(&n)?),
+                // No Link header at all (an instance may suppress it): a full page may have more.
+                None if !headers.contains_key("Link") && full => {
+                    let offset = (page * u64::from(limit)).to_string();
+                    let mut params = base.to_vec();
+                    params.push(("sysparm_offset", offset.as_str()));
+                    Some(self.named_table_url(AUDIT_DELETE_TABLE, &params)?)
+                }
+                None => None,
+            };
+            match next {
+                Some(n) if n == url => {
+                    return Err(CrmError::Permanent(format!(
+                        "{AUDIT_DELETE_TABLE}: the next-page link repeats the page just read"
+                    )));
+                }
+                Some(n) => url = n,
+                None => break,
+            }
+        }
+        Ok(Some(out))
     }
 }
 
@@ -499,6 +680,39 @@ mod tests {
     #[test]
     fn password_stays_out_of_debug() {
         assert!(!format!("{:?}", client()).contains("hunter2"));
+        let oauth = ServiceNowSettings::with_oauth(
+            "https://acme.service-now.com",
+            ServiceNowOAuth::ClientCredentials {
+                client_id: "cid-1".into(),
+                client_secret: "very-secret".into(),
+            },
+        );
+        let shown = format!("{oauth:?}");
+        assert!(
+            shown.contains("cid-1") && !shown.contains("very-secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn deleted_query_shape() {
+        let t = ts("2024-01-16 17:43:01.750").unwrap();
+        assert_eq!(
+            deleted_query("customer_account", t),
+            "tablename=customer_account^sys_created_on>=2024-01-16 17:43:01\
+             ^ORDERBYsys_created_on^ORDERBYsys_id"
+        );
+        let key = |v: Value| documentkey(&v).map(str::to_string);
+        assert_eq!(
+            key(serde_json::json!({"documentkey": "abc"})).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            key(serde_json::json!({"documentkey": {"value": "abc", "link": "x"}})).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(key(serde_json::json!({"documentkey": ""})), None);
+        assert_eq!(key(serde_json::json!({})), None);
     }
 
     #[test]
