@@ -31,8 +31,27 @@ pub enum ConnectionConfig {
         audience: String,
     },
     /// ServiceNow Table API with Basic auth on the source's `base_url`; the tables are the
-    /// mapping's object names (customer_account, customer_contact by default).
-    ServicenowBasic { user: String, password: String },
+    /// mapping's object names (customer_account, customer_contact by default). The catch-up pass
+    /// reads deletions from `sys_audit_delete` unless `read_deletion_audit = false` (for an
+    /// integration user without read access to it: deletions then come from the delete rule).
+    ServicenowBasic {
+        user: String,
+        password: String,
+        #[serde(default = "yes")]
+        read_deletion_audit: bool,
+    },
+    /// ServiceNow OAuth 2.0: the client credentials grant (`user`/`password` absent; the
+    /// instance must enable it) or the password grant (`user`/`password` given).
+    ServicenowOauth {
+        client_id: String,
+        client_secret: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default = "yes")]
+        read_deletion_audit: bool,
+    },
     /// HubSpot private app access token; `api_url` only for tests and proxies.
     HubspotPrivateApp {
         token: String,
@@ -51,6 +70,10 @@ pub enum ConnectionConfig {
     GenericRest(Box<crm::generic::GenericConfig>),
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn default_salesforce_audience() -> String {
     "https://login.salesforce.com".into()
 }
@@ -67,7 +90,7 @@ impl ConnectionConfig {
             C::SalesforceClientCredentials { .. } | C::SalesforceJwtBearer { .. } => {
                 Some(CrmKind::Salesforce)
             }
-            C::ServicenowBasic { .. } => Some(CrmKind::Servicenow),
+            C::ServicenowBasic { .. } | C::ServicenowOauth { .. } => Some(CrmKind::Servicenow),
             C::HubspotPrivateApp { .. } => Some(CrmKind::Hubspot),
             C::ZendeskApiToken { .. } | C::ZendeskOauth { .. } => Some(CrmKind::Zendesk),
             C::PipedriveApiToken { .. } | C::PipedriveOauth { .. } => Some(CrmKind::Pipedrive),
@@ -133,16 +156,48 @@ impl ConnectionConfig {
                 crm::salesforce::SalesforceClient::new(settings, fields)
                     .map(|c| Arc::new(c) as Arc<dyn CrmReader>)
             }
-            C::ServicenowBasic { user, password } => {
-                let mut settings = crm::servicenow::ServiceNowSettings::new(
+            C::ServicenowBasic {
+                user,
+                password,
+                read_deletion_audit,
+            } => {
+                let settings = crm::servicenow::ServiceNowSettings::new(
                     &source.base_url,
                     user,
                     &secret(password, "password")?,
                 );
-                settings.account_table = mapper.object_name(Entity::Account).to_string();
-                settings.contact_table = mapper.object_name(Entity::Contact).to_string();
-                crm::servicenow::ServiceNowClient::new(settings, fields)
-                    .map(|c| Arc::new(c) as Arc<dyn CrmReader>)
+                servicenow(settings, mapper, *read_deletion_audit, fields)
+            }
+            C::ServicenowOauth {
+                client_id,
+                client_secret,
+                user,
+                password,
+                read_deletion_audit,
+            } => {
+                use crm::servicenow::ServiceNowOAuth;
+                let client_secret = secret(client_secret, "client_secret")?;
+                let grant = match (user, password) {
+                    (None, None) => ServiceNowOAuth::ClientCredentials {
+                        client_id: client_id.clone(),
+                        client_secret,
+                    },
+                    (Some(user), Some(password)) => ServiceNowOAuth::Password {
+                        client_id: client_id.clone(),
+                        client_secret,
+                        user: user.clone(),
+                        password: secret(password, "password")?,
+                    },
+                    _ => {
+                        return Err(ConfigError::new(
+                            "user",
+                            "give both user and password (password grant) or neither (client credentials)",
+                        ));
+                    }
+                };
+                let settings =
+                    crm::servicenow::ServiceNowSettings::with_oauth(&source.base_url, grant);
+                servicenow(settings, mapper, *read_deletion_audit, fields)
             }
             C::HubspotPrivateApp { token, api_url } => {
                 // HubSpot nests every field under `properties`: the client needs the paths.
@@ -187,6 +242,19 @@ impl ConnectionConfig {
         };
         built.map_err(|e| ConfigError::new("", e.to_string()))
     }
+}
+
+fn servicenow(
+    mut settings: crm::servicenow::ServiceNowSettings,
+    mapper: &Mapper,
+    read_deletion_audit: bool,
+    fields: HashMap<Entity, Vec<String>>,
+) -> Result<Arc<dyn CrmReader>, crm::CrmError> {
+    settings.account_table = mapper.object_name(Entity::Account).to_string();
+    settings.contact_table = mapper.object_name(Entity::Contact).to_string();
+    settings.read_deletion_audit = read_deletion_audit;
+    crm::servicenow::ServiceNowClient::new(settings, fields)
+        .map(|c| Arc::new(c) as Arc<dyn CrmReader>)
 }
 
 fn zendesk(
@@ -238,6 +306,16 @@ mod tests {
                 "servicenow",
                 "https://acme.service-now.com",
                 "auth = \"servicenow-basic\"\nuser = \"u\"\npassword = \"p\"",
+            ),
+            (
+                "servicenow",
+                "https://acme.service-now.com",
+                "auth = \"servicenow-oauth\"\nclient_id = \"c\"\nclient_secret = \"s\"\nread_deletion_audit = false",
+            ),
+            (
+                "servicenow",
+                "https://acme.service-now.com",
+                "auth = \"servicenow-oauth\"\nclient_id = \"c\"\nclient_secret = \"s\"\nuser = \"u\"\npassword = \"p\"",
             ),
             (
                 "hubspot",
