@@ -569,6 +569,13 @@ mod tests {
         Store::open_with_clock(&temp_file("q.sqlite"), Clock::tokio()).unwrap()
     }
 
+    /// Removes a test's file and its WAL companions.
+    fn remove(s: &Store) {
+        if let Some(dir) = s.path().parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
     fn cfg(max_receives: u32) -> DurableQueueConfig {
         DurableQueueConfig {
             capacity: Some(3),
@@ -723,6 +730,11 @@ mod tests {
         let qcfg = DurableQueueConfig::default();
         {
             let s = Store::open_with_clock(&path, Clock::tokio()).unwrap();
+            let mode: String = s
+                .conn()
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
             let q = s.queue("q", qcfg.clone(), None);
             q.send(vec![msg("work"), msg("other")]).await.unwrap();
             let got = q.receive(1, Duration::ZERO).await.unwrap();
@@ -751,6 +763,7 @@ mod tests {
         assert_eq!((got[0].body.as_str(), got[0].receive_count), ("work", 3));
         q.delete(&got[0].receipt).await.unwrap();
         assert!(q.is_empty());
+        remove(&s);
     }
 
     #[tokio::test(start_paused = true)]
@@ -812,5 +825,7 @@ mod tests {
                 && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
             "{plan:?}"
         );
+        drop(conn);
+        remove(&s);
     }
 }

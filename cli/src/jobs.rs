@@ -9,6 +9,7 @@
 //! jobs(job_id TEXT PRIMARY KEY, source TEXT, entities TEXT, created_at INTEGER,
 //!      updated_at INTEGER, phase TEXT, entity TEXT, pages INTEGER, read INTEGER,
 //!      enqueued INTEGER, skipped INTEGER, deleted INTEGER, total INTEGER,
+//!      totals TEXT /* JSON: entity -> count the CRM reported in the snapshot pass */,
 //!      pages_done INTEGER, retries INTEGER, last_error TEXT, failed TEXT)
 //! ```
 
@@ -44,6 +45,7 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
             skipped INTEGER NOT NULL DEFAULT 0,
             deleted INTEGER NOT NULL DEFAULT 0,
             total INTEGER,
+            totals TEXT NOT NULL DEFAULT '{}',
             pages_done INTEGER NOT NULL DEFAULT 0,
             retries INTEGER NOT NULL DEFAULT 0,
             last_error TEXT,
@@ -149,6 +151,11 @@ impl Ledger {
         };
         let total = done.total.or(job.total).map(|t| t as i64);
         let entities: Vec<String> = job.entities.iter().map(|e| e.to_string()).collect();
+        // What the CRM said it holds, per entity, during the snapshot pass.
+        let snapshot_total = match (job.phase, done.total) {
+            (Phase::Snapshot, Some(t)) => Some(t as i64),
+            _ => None,
+        };
         self.store.conn().execute(
             "INSERT INTO jobs (job_id, source, entities, created_at, updated_at, phase, entity,
                                pages, read, enqueued, skipped, deleted, total, pages_done)
@@ -172,6 +179,12 @@ impl Ledger {
                 done.next.is_none() as i64,
             ],
         )?;
+        if let Some(t) = snapshot_total {
+            self.store.conn().execute(
+                "UPDATE jobs SET totals = json_set(totals, '$.' || ?2, ?3) WHERE job_id = ?1",
+                params![job.job_id, job.entity.to_string(), t],
+            )?;
+        }
         Ok(())
     }
 
@@ -225,8 +238,8 @@ impl Ledger {
 }
 
 const SELECT_JOB: &str = "SELECT job_id, source, entities, created_at, updated_at, phase, entity,
-    pages, read, enqueued, skipped, deleted, total, pages_done, retries, last_error, failed
-    FROM jobs";
+    pages, read, enqueued, skipped, deleted, total, pages_done, retries, last_error, failed,
+    totals FROM jobs";
 
 fn row_to_status(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobStatus> {
     let entities: String = r.get(2)?;
@@ -254,6 +267,7 @@ fn row_to_status(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobStatus> {
         retries: r.get::<_, i64>(14)? as u64,
         last_error: r.get(15)?,
         failed: r.get(16)?,
+        snapshot_totals: serde_json::from_str(&r.get::<_, String>(17)?).unwrap_or_default(),
         pending_pages: 0,
         pending_writes: 0,
         dead_lettered: 0,
@@ -299,6 +313,8 @@ pub struct JobStatus {
     pub counts: SyncCounts,
     /// The CRM's count of records of the entity being read, where it says.
     pub total: Option<u64>,
+    /// Per entity, how many records the CRM said it held during the snapshot pass.
+    pub snapshot_totals: std::collections::BTreeMap<String, u64>,
     /// Whether the last page ran.
     pub pages_done: bool,
     /// Page attempts that failed and were retried.
@@ -354,18 +370,19 @@ impl std::fmt::Display for JobStatus {
             (None, phase) => phase.to_string(),
         };
         writeln!(f, "  phase        {at}")?;
-        let total = self
-            .total
-            .map(|t| {
-                format!(
-                    " (the CRM reports {t} {})",
-                    self.entity.as_deref().unwrap_or("records")
-                )
-            })
-            .unwrap_or_default();
+        let totals: Vec<String> = self
+            .snapshot_totals
+            .iter()
+            .map(|(e, n)| format!("{n} {e}s"))
+            .collect();
+        let totals = if totals.is_empty() {
+            String::new()
+        } else {
+            format!(" (the CRM reported {})", totals.join(", "))
+        };
         writeln!(
             f,
-            "  pages        {} read, {} records{total}",
+            "  pages        {} read, {} records{totals}",
             c.pages, c.read
         )?;
         writeln!(

@@ -264,15 +264,16 @@ fn sync(command: SyncCommand) -> ExitCode {
         } => {
             let shown = rt.block_on(async {
                 let state = sync_cmd::open_existing(&state)?;
-                match wait {
+                let jobs = match wait {
                     Some(secs) => {
                         sync_cmd::wait(&state, job_id.as_deref(), Duration::from_secs(secs)).await
                     }
                     None => sync_cmd::status(&state, job_id.as_deref()),
-                }
+                }?;
+                anyhow::Ok((jobs, state.store.depths()?))
             });
-            let jobs = match shown {
-                Ok(jobs) => jobs,
+            let (jobs, depths) = match shown {
+                Ok(shown) => shown,
                 Err(e) => {
                     eprintln!("crm-sync sync status: {e:#}");
                     return ExitCode::from(2);
@@ -292,6 +293,20 @@ fn sync(command: SyncCommand) -> ExitCode {
                     }
                     print!("{j}");
                 }
+            }
+            if !json && job_id.is_none() {
+                let queues: Vec<String> = depths
+                    .iter()
+                    .map(|(q, total, visible)| format!("{q} {total} ({visible} ready)"))
+                    .collect();
+                println!(
+                    "\nqueues: {}",
+                    if queues.is_empty() {
+                        "all empty".to_string()
+                    } else {
+                        queues.join(", ")
+                    }
+                );
             }
             if jobs.iter().any(|j| j.state() == "failed") {
                 ExitCode::from(1)

@@ -31,6 +31,7 @@ fn scratch(name: &str) -> PathBuf {
 struct World {
     dv: Emulator,
     sf: SalesforceEmulator,
+    dir: PathBuf,
     config: PathBuf,
     state: PathBuf,
 }
@@ -95,6 +96,7 @@ secret = "file:{hook_secret}"
         World {
             dv,
             sf,
+            dir,
             config,
             state,
         }
@@ -171,6 +173,15 @@ secret = "file:{hook_secret}"
     }
 }
 
+/// Scratch files are kept when a test fails, to look at.
+impl Drop for World {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -218,6 +229,14 @@ async fn serve_syncs_survives_a_restart_and_takes_webhooks() {
     let (accounts, contacts) = (w.sf.count("Account") as u64, w.sf.count("Contact") as u64);
     assert!(s.counts.read >= accounts + contacts, "{s}");
     assert_eq!(s.dead_lettered, 0, "{s}");
+    assert_eq!(
+        (
+            s.snapshot_totals.get("account").copied(),
+            s.snapshot_totals.get("contact").copied()
+        ),
+        (Some(accounts), Some(contacts)),
+        "{s}"
+    );
     let c = w.comparison();
     assert!(c.is_exact(), "{c}");
     assert_eq!(c.matched as u64, accounts + contacts);
@@ -471,4 +490,5 @@ fn bad_input_is_exit_2_naming_the_key() {
     let o = run(&["sync", "status", "--state", &state, "no-such-job"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no job no-such-job"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
 }
