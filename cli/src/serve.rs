@@ -38,6 +38,9 @@ use crate::webhook_server::{WebhookServer, WebhookTarget};
 /// large CRM is not read into the state file much faster than Dataverse takes it.
 const MAX_BACKLOG: usize = 20_000;
 
+/// How often serve logs its queues' depths.
+const STATS_EVERY: Duration = Duration::from_secs(60);
+
 /// How long an idle worker waits on an empty queue before looking again for a stop.
 const POLL_WAIT: Duration = Duration::from_secs(1);
 
@@ -368,6 +371,30 @@ impl Serve {
                         b = runner.receive_upsert(POLL_WAIT) => b,
                     };
                     runner.upsert_batch(&batch).await;
+                }
+            }));
+        }
+        {
+            // A line a minute with the queues' depths, while anything is queued.
+            let store = state.store.clone();
+            let mut stopped = stopped.clone();
+            workers.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STATS_EVERY);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = stopped.changed() => break,
+                        _ = tick.tick() => {}
+                    }
+                    if let Ok(depths) = store.depths()
+                        && !depths.is_empty()
+                    {
+                        let queues: Vec<String> = depths
+                            .iter()
+                            .map(|(q, total, ready)| format!("{q}={total} ({ready} ready)"))
+                            .collect();
+                        info!(queues = %queues.join(" "), "queued");
+                    }
                 }
             }));
         }

@@ -393,7 +393,8 @@ async fn a_crash_in_the_middle_of_a_sync_loses_nothing() {
     assert!(c.is_exact(), "{c}");
 }
 
-/// A second serve on a state file in use is refused, naming the file.
+/// A second serve on a state file in use is refused, naming the file; the first stops on
+/// Ctrl-C.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_serve_per_state_file() {
     let w = World::start("lock", 5).await;
@@ -408,14 +409,27 @@ async fn one_serve_per_state_file() {
         "--listen",
         "127.0.0.1:0",
     ]);
-    child.kill().unwrap();
-    child.wait().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("in use by another"),
         "{}",
         text(&o)
     );
+    // Ctrl-C (SIGINT) stops the first one gracefully: exit code 0.
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGINT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
 }
 
 fn write(dir: &Path, name: &str, content: &str) -> String {
