@@ -95,7 +95,7 @@ pub struct DataverseConfig {
 
 /// `[dataverse] certificate = { private_key = "file:...", thumbprint = "..." }`: certificate
 /// credentials of the app registration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataverseCertificate {
     /// A reference to the RSA private key (PEM) of the certificate uploaded to the app.
@@ -125,6 +125,18 @@ fn shown_secret(r: &Option<String>) -> Option<&str> {
     })
 }
 
+impl std::fmt::Debug for DataverseCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataverseCertificate")
+            .field(
+                "private_key",
+                &shown_secret(&Some(self.private_key.clone())),
+            )
+            .field("thumbprint", &self.thumbprint)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for DataverseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DataverseConfig")
@@ -133,15 +145,7 @@ impl std::fmt::Debug for DataverseConfig {
             .field("tenant", &self.tenant)
             .field("client_id", &self.client_id)
             .field("client_secret", &shown_secret(&self.client_secret))
-            .field(
-                "certificate",
-                &self.certificate.as_ref().map(|c| {
-                    (
-                        shown_secret(&Some(c.private_key.clone())).map(str::to_string),
-                        &c.thumbprint,
-                    )
-                }),
-            )
+            .field("certificate", &self.certificate)
             .field("token_url", &self.token_url)
             .field("write_mode", &self.write_mode)
             .field("write_batch_size", &self.write_batch_size)
