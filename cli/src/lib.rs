@@ -3,6 +3,10 @@
 //! main command; `progress` draws its progress bar.
 
 pub mod demo;
+pub mod durable_queue;
 pub mod emulated;
+pub mod jobs;
 pub mod progress;
+pub mod serve;
+pub mod sync_cmd;
 pub mod webhook_server;

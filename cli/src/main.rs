@@ -3,11 +3,15 @@
 
 mod map_cmd;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use crm_sync::demo::{self, DemoCrm};
+use crm_sync::serve::{Serve, ServeOptions};
+use crm_sync::sync_cmd;
 use mapping::{Entity, IdentityStrategy};
 
 #[derive(Parser)]
@@ -69,6 +73,80 @@ enum Command {
         crm_choice: Option<i32>,
         payload_file: PathBuf,
     },
+    /// Run the pipeline on this machine against the configured CRMs and Dataverse, without AWS:
+    /// the webhook endpoint (POST /webhooks/{source}), the sync worker and the Dataverse upsert
+    /// workers, over durable queues in one SQLite state file. Stops on Ctrl-C or SIGTERM after
+    /// finishing the batches in hand; what is left waits in the state file for the next start.
+    Serve {
+        /// Configuration file: [dataverse] with its connection settings, [[sources]].
+        #[arg(long)]
+        config: PathBuf,
+        /// Address of the webhook endpoint (port 0: any free port). Put a TLS-terminating proxy
+        /// in front of it to expose it to a CRM.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The state file (queues and sync-job progress); created if missing.
+        #[arg(long, default_value = "crm-sync.sqlite")]
+        state: PathBuf,
+        /// Records per CRM page.
+        #[arg(long, default_value_t = 500)]
+        page_size: u32,
+        /// Dataverse write batches in progress at once.
+        #[arg(long, default_value_t = 4)]
+        upsert_workers: usize,
+        /// Queue messages per write batch.
+        #[arg(long, default_value_t = 10)]
+        batch_size: usize,
+        /// Seconds before a contact whose account is not in Dataverse yet is tried again
+        /// (doubling each time).
+        #[arg(long, default_value_t = 30)]
+        parent_retry_delay: u64,
+        /// Log filter (RUST_LOG syntax), on stderr.
+        #[arg(long, default_value = "info")]
+        log: String,
+        /// Log lines as JSON objects.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Start an initial sync, or show how far one is.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Queue the first page job of an initial sync of a source in the state file; a running
+    /// `crm-sync serve` on that state file reads it page by page. Prints the job id.
+    Start {
+        /// Configuration file (the same one serve runs with).
+        #[arg(long)]
+        config: PathBuf,
+        /// The id of a configured source with a [sources.connection].
+        #[arg(long)]
+        source: String,
+        /// An entity to sync (repeatable; default both, accounts before contacts).
+        #[arg(long = "entity", value_parser = parse_entity)]
+        entities: Vec<Entity>,
+        /// The state file serve runs on.
+        #[arg(long, default_value = "crm-sync.sqlite")]
+        state: PathBuf,
+    },
+    /// Show a job's progress (pages, records read, enqueued, skipped, deleted, pending writes,
+    /// phase; finished or not), or every job's without JOB_ID. Exit code 1 if a job shown failed.
+    Status {
+        /// The state file serve runs on.
+        #[arg(long, default_value = "crm-sync.sqlite")]
+        state: PathBuf,
+        /// Print JSON (one object per job, one per line).
+        #[arg(long)]
+        json: bool,
+        /// Wait until the jobs shown are finished or failed (at most this many seconds).
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "86400")]
+        wait: Option<u64>,
+        job_id: Option<String>,
+    },
 }
 
 fn parse_entity(s: &str) -> Result<Entity, String> {
@@ -80,6 +158,162 @@ fn parse_identity(s: &str) -> Result<IdentityStrategy, String> {
         "deterministic-id" => Ok(IdentityStrategy::DeterministicId),
         "alternate-key" => Ok(IdentityStrategy::AlternateKey),
         _ => Err("expected deterministic-id or alternate-key".into()),
+    }
+}
+
+fn runtime(what: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("crm-sync {what}: cannot start the runtime: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn serve(opts: ServeOptions, log: &str, log_json: bool) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_new(log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let rt = match runtime("serve") {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let running = match Serve::start(&opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("crm-sync serve: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        println!(
+            "crm-sync serve: webhooks on {}{{source}}, state {}; Ctrl-C to stop",
+            running.webhook_base_url(),
+            opts.state.display()
+        );
+        stop_signal().await;
+        eprintln!(
+            "crm-sync serve: stopping after the batches in hand (Ctrl-C again to stop at once; unfinished work stays queued)"
+        );
+        tokio::select! {
+            _ = running.shutdown() => ExitCode::SUCCESS,
+            _ = stop_signal() => ExitCode::from(130),
+        }
+    })
+}
+
+fn sync(command: SyncCommand) -> ExitCode {
+    let rt = match runtime("sync") {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match command {
+        SyncCommand::Start {
+            config,
+            source,
+            entities,
+            state,
+        } => {
+            let args = sync_cmd::StartArgs {
+                config,
+                source,
+                entities,
+                state,
+            };
+            match rt.block_on(sync_cmd::start(&args)) {
+                Ok(job_id) => {
+                    println!("{job_id}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("crm-sync sync start: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        SyncCommand::Status {
+            state,
+            json,
+            wait,
+            job_id,
+        } => {
+            let shown = rt.block_on(async {
+                let state = sync_cmd::open_existing(&state)?;
+                let jobs = match wait {
+                    Some(secs) => {
+                        sync_cmd::wait(&state, job_id.as_deref(), Duration::from_secs(secs)).await
+                    }
+                    None => sync_cmd::status(&state, job_id.as_deref()),
+                }?;
+                anyhow::Ok((jobs, state.store.depths()?))
+            });
+            let (jobs, depths) = match shown {
+                Ok(shown) => shown,
+                Err(e) => {
+                    eprintln!("crm-sync sync status: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            if jobs.is_empty() && !json {
+                println!("no sync jobs yet (start one with `crm-sync sync start`)");
+            }
+            for (i, j) in jobs.iter().enumerate() {
+                if json {
+                    let mut v = serde_json::to_value(j).unwrap_or_default();
+                    v["state"] = j.state().into();
+                    println!("{v}");
+                } else {
+                    if i > 0 {
+                        println!();
+                    }
+                    print!("{j}");
+                }
+            }
+            if !json && job_id.is_none() {
+                let queues: Vec<String> = depths
+                    .iter()
+                    .map(|(q, total, visible)| format!("{q} {total} ({visible} ready)"))
+                    .collect();
+                println!(
+                    "\nqueues: {}",
+                    if queues.is_empty() {
+                        "all empty".to_string()
+                    } else {
+                        queues.join(", ")
+                    }
+                );
+            }
+            if jobs.iter().any(|j| j.state() == "failed") {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
     }
 }
 
@@ -145,5 +379,27 @@ fn main() -> ExitCode {
             crm_choice,
             payload_file,
         }),
+        Command::Serve {
+            config,
+            listen,
+            state,
+            page_size,
+            upsert_workers,
+            batch_size,
+            parent_retry_delay,
+            log,
+            log_json,
+        } => {
+            let opts = ServeOptions {
+                listen,
+                page_size,
+                upsert_workers,
+                batch_size,
+                parent_retry_delay: Duration::from_secs(parent_retry_delay),
+                ..ServeOptions::new(config, state)
+            };
+            serve(opts, &log, log_json)
+        }
+        Command::Sync { command } => sync(command),
     }
 }

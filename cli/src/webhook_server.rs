@@ -14,10 +14,22 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use pipeline::runner::LocalPipeline;
-use pipeline::webhook::{WebhookRequest, handle_request};
+use pipeline::webhook::{WebhookPorts, WebhookRequest, handle_request};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// What the endpoint hands requests to: the queues and sources of a pipeline (the in-process
+/// one of the demo, or `crm-sync serve`'s over durable queues).
+pub trait WebhookTarget: Send + Sync + 'static {
+    fn webhook_ports(&self) -> WebhookPorts<'_>;
+}
+
+impl WebhookTarget for LocalPipeline {
+    fn webhook_ports(&self) -> WebhookPorts<'_> {
+        LocalPipeline::webhook_ports(self)
+    }
+}
 
 /// A running webhook endpoint.
 pub struct WebhookServer {
@@ -28,10 +40,11 @@ pub struct WebhookServer {
 
 impl WebhookServer {
     /// Serves on `addr` (port 0: any free port) until [`WebhookServer::shutdown`].
-    pub async fn start(
-        pipeline: Arc<LocalPipeline>,
+    pub async fn start<P: WebhookTarget>(
+        pipeline: Arc<P>,
         addr: SocketAddr,
     ) -> std::io::Result<WebhookServer> {
+        let pipeline: Arc<dyn WebhookTarget> = pipeline;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app = Router::new()
@@ -53,16 +66,23 @@ impl WebhookServer {
         })
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http://ADDR/webhooks/` : append a source id.
     pub fn base_url(&self) -> String {
         format!("http://{}/webhooks/", self.addr)
     }
 
+    /// Stops accepting connections and lets requests in progress finish (up to 10 s), so a
+    /// request that was answered was queued, and one that was cut off was not answered.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
+        if tokio::time::timeout(Duration::from_secs(10), &mut self.task)
             .await
             .is_err()
         {
@@ -72,7 +92,7 @@ impl WebhookServer {
 }
 
 async fn webhook(
-    State(pipeline): State<Arc<LocalPipeline>>,
+    State(pipeline): State<Arc<dyn WebhookTarget>>,
     Path(source): Path<String>,
     method: Method,
     RawQuery(query): RawQuery,

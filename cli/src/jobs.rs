@@ -1,0 +1,419 @@
+//! The local runner's state file: its four durable queues and the sync-job ledger.
+//!
+//! The ledger is one row per initial-sync job: written by `crm-sync sync start` (phase
+//! `queued`) and by the serve worker after every page (the running counts the page jobs carry),
+//! so `crm-sync sync status` can say how far a job is. Whether its writes are done is read from
+//! the queues themselves: every message of a job carries the job id as its correlation id.
+//!
+//! ```sql
+//! jobs(job_id TEXT PRIMARY KEY, source TEXT, entities TEXT, created_at INTEGER,
+//!      updated_at INTEGER, phase TEXT, entity TEXT, pages INTEGER, read INTEGER,
+//!      enqueued INTEGER, skipped INTEGER, deleted INTEGER, total INTEGER,
+//!      totals TEXT /* JSON: entity -> count the CRM reported in the snapshot pass */,
+//!      pages_done INTEGER, retries INTEGER, last_error TEXT, failed TEXT)
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipeline::message::{Phase, SyncCounts, SyncPageJob};
+use pipeline::sync::PageDone;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::durable_queue::{DurableQueue, DurableQueueConfig, Store};
+
+pub const SYNC: &str = "sync";
+pub const UPSERT: &str = "upsert";
+pub const SYNC_DLQ: &str = "sync-dlq";
+pub const UPSERT_DLQ: &str = "upsert-dlq";
+
+pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS jobs (
+            job_id TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            entities TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            phase TEXT NOT NULL,
+            entity TEXT,
+            pages INTEGER NOT NULL DEFAULT 0,
+            read INTEGER NOT NULL DEFAULT 0,
+            enqueued INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            deleted INTEGER NOT NULL DEFAULT 0,
+            total INTEGER,
+            totals TEXT NOT NULL DEFAULT '{}',
+            pages_done INTEGER NOT NULL DEFAULT 0,
+            retries INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            failed TEXT
+        );",
+    )
+}
+
+/// The state file with its queues: sync and upsert, each with its DLQ.
+pub struct LocalState {
+    pub store: Arc<Store>,
+    pub sync: Arc<DurableQueue>,
+    pub upsert: Arc<DurableQueue>,
+    pub sync_dlq: Arc<DurableQueue>,
+    pub upsert_dlq: Arc<DurableQueue>,
+}
+
+impl LocalState {
+    pub fn open(path: &Path) -> anyhow::Result<LocalState> {
+        Ok(LocalState::with_store(Store::open(path)?))
+    }
+
+    pub fn with_store(store: Arc<Store>) -> LocalState {
+        let dlq = DurableQueueConfig {
+            max_receives: u32::MAX,
+            ..DurableQueueConfig::default()
+        };
+        let sync_dlq = Arc::new(store.queue(SYNC_DLQ, dlq.clone(), None));
+        let upsert_dlq = Arc::new(store.queue(UPSERT_DLQ, dlq, None));
+        // A page can take a while (a slow CRM, retries inside the client): the sync queue's
+        // messages stay invisible longer than a write batch's.
+        let sync = Arc::new(store.queue(
+            SYNC,
+            DurableQueueConfig {
+                visibility_timeout: Duration::from_secs(600),
+                max_receives: 5,
+                capacity: None,
+            },
+            Some(sync_dlq.clone()),
+        ));
+        let upsert = Arc::new(store.queue(
+            UPSERT,
+            DurableQueueConfig {
+                visibility_timeout: Duration::from_secs(300),
+                max_receives: 10,
+                capacity: None,
+            },
+            Some(upsert_dlq.clone()),
+        ));
+        LocalState {
+            store,
+            sync,
+            upsert,
+            sync_dlq,
+            upsert_dlq,
+        }
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        Ledger {
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// The sync-job ledger in the state file.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<Store>,
+}
+
+fn phase_name(p: &Phase) -> &'static str {
+    match p {
+        Phase::Snapshot => "snapshot",
+        Phase::CatchUp { .. } => "catch-up",
+    }
+}
+
+impl Ledger {
+    pub fn new(store: Arc<Store>) -> Ledger {
+        Ledger { store }
+    }
+
+    /// Records a job `sync start` queued.
+    pub fn started(&self, job_id: &str, source: &str, entities: &[String]) -> anyhow::Result<()> {
+        let now = self.store.now_ms();
+        self.store.conn().execute(
+            "INSERT OR IGNORE INTO jobs (job_id, source, entities, created_at, updated_at, phase)
+             VALUES (?1, ?2, ?3, ?4, ?4, 'queued')",
+            params![job_id, source, entities.join(","), now],
+        )?;
+        Ok(())
+    }
+
+    /// Records a page that ran: the job's running counts after it, and whether it was the last.
+    /// Idempotent: a page run again after a crash writes the same counts.
+    pub fn page_done(&self, job: &SyncPageJob, done: &PageDone) -> anyhow::Result<()> {
+        let now = self.store.now_ms();
+        let c = &done.counts;
+        let (phase, entity) = match &done.next {
+            Some(n) => (phase_name(&n.phase), n.entity.to_string()),
+            None => ("done", job.entity.to_string()),
+        };
+        let total = done.total.or(job.total).map(|t| t as i64);
+        let entities: Vec<String> = job.entities.iter().map(|e| e.to_string()).collect();
+        // What the CRM said it holds, per entity, during the snapshot pass.
+        let snapshot_total = match (job.phase, done.total) {
+            (Phase::Snapshot, Some(t)) => Some(t as i64),
+            _ => None,
+        };
+        self.store.conn().execute(
+            "INSERT INTO jobs (job_id, source, entities, created_at, updated_at, phase, entity,
+                               pages, read, enqueued, skipped, deleted, total, pages_done)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (job_id) DO UPDATE SET updated_at = ?4, phase = ?5, entity = ?6,
+                 pages = ?7, read = ?8, enqueued = ?9, skipped = ?10, deleted = ?11,
+                 total = ?12, pages_done = ?13, last_error = NULL",
+            params![
+                job.job_id,
+                job.source.to_string(),
+                entities.join(","),
+                now,
+                phase,
+                entity,
+                c.pages as i64,
+                c.read as i64,
+                c.enqueued as i64,
+                c.skipped as i64,
+                c.deleted as i64,
+                total,
+                done.next.is_none() as i64,
+            ],
+        )?;
+        if let Some(t) = snapshot_total {
+            self.store.conn().execute(
+                "UPDATE jobs SET totals = json_set(totals, '$.' || ?2, ?3) WHERE job_id = ?1",
+                params![job.job_id, job.entity.to_string(), t],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Records a page that will be retried, and why.
+    pub fn page_retry(&self, job_id: &str, reason: &str) -> anyhow::Result<()> {
+        let now = self.store.now_ms();
+        self.store.conn().execute(
+            "UPDATE jobs SET retries = retries + 1, last_error = ?2, updated_at = ?3 WHERE job_id = ?1",
+            params![job_id, reason, now],
+        )?;
+        Ok(())
+    }
+
+    /// Records a job that cannot go on (its page job was dead-lettered).
+    pub fn failed(&self, job_id: &str, reason: &str) -> anyhow::Result<()> {
+        let now = self.store.now_ms();
+        self.store.conn().execute(
+            "UPDATE jobs SET failed = ?2, updated_at = ?3 WHERE job_id = ?1",
+            params![job_id, reason, now],
+        )?;
+        Ok(())
+    }
+
+    /// One job's status; `None` if the state file has never seen it.
+    pub fn status(&self, job_id: &str) -> anyhow::Result<Option<JobStatus>> {
+        let conn = self.store.conn();
+        let row = conn
+            .query_row(
+                &format!("{SELECT_JOB} WHERE job_id = ?1"),
+                [job_id],
+                row_to_status,
+            )
+            .optional()?;
+        let Some(mut s) = row else { return Ok(None) };
+        fill_queues(&conn, &mut s)?;
+        Ok(Some(s))
+    }
+
+    /// Every job, newest first.
+    pub fn all(&self) -> anyhow::Result<Vec<JobStatus>> {
+        let conn = self.store.conn();
+        let mut st = conn.prepare(&format!("{SELECT_JOB} ORDER BY created_at DESC, job_id"))?;
+        let mut jobs: Vec<JobStatus> =
+            st.query_map([], row_to_status)?.collect::<Result<_, _>>()?;
+        drop(st);
+        for s in &mut jobs {
+            fill_queues(&conn, s)?;
+        }
+        Ok(jobs)
+    }
+}
+
+const SELECT_JOB: &str = "SELECT job_id, source, entities, created_at, updated_at, phase, entity,
+    pages, read, enqueued, skipped, deleted, total, pages_done, retries, last_error, failed,
+    totals FROM jobs";
+
+fn row_to_status(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobStatus> {
+    let entities: String = r.get(2)?;
+    Ok(JobStatus {
+        job_id: r.get(0)?,
+        source: r.get(1)?,
+        entities: entities
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        created_at: ms_to_time(r.get(3)?),
+        updated_at: ms_to_time(r.get(4)?),
+        phase: r.get(5)?,
+        entity: r.get(6)?,
+        counts: SyncCounts {
+            pages: r.get::<_, i64>(7)? as u64,
+            read: r.get::<_, i64>(8)? as u64,
+            enqueued: r.get::<_, i64>(9)? as u64,
+            skipped: r.get::<_, i64>(10)? as u64,
+            deleted: r.get::<_, i64>(11)? as u64,
+        },
+        total: r.get::<_, Option<i64>>(12)?.map(|t| t as u64),
+        pages_done: r.get::<_, i64>(13)? != 0,
+        retries: r.get::<_, i64>(14)? as u64,
+        last_error: r.get(15)?,
+        failed: r.get(16)?,
+        snapshot_totals: serde_json::from_str(&r.get::<_, String>(17)?).unwrap_or_default(),
+        pending_pages: 0,
+        pending_writes: 0,
+        dead_lettered: 0,
+    })
+}
+
+fn fill_queues(conn: &Connection, s: &mut JobStatus) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached(
+        "SELECT queue, COUNT(*) FROM messages WHERE correlation_id = ?1 GROUP BY queue",
+    )?;
+    let rows = st.query_map([&s.job_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    for row in rows {
+        let (queue, n) = row?;
+        match queue.as_str() {
+            SYNC => s.pending_pages += n,
+            UPSERT => s.pending_writes += n,
+            SYNC_DLQ | UPSERT_DLQ => s.dead_lettered += n,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// What `crm-sync sync status` shows about a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub source: String,
+    pub entities: Vec<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// `queued`, `snapshot` or `catch-up` (the pass of the next page), or `done` (no page left).
+    pub phase: String,
+    /// The entity being read.
+    pub entity: Option<String>,
+    #[serde(flatten)]
+    pub counts: SyncCounts,
+    /// The CRM's count of records of the entity being read, where it says.
+    pub total: Option<u64>,
+    /// Per entity, how many records the CRM said it held during the snapshot pass.
+    pub snapshot_totals: std::collections::BTreeMap<String, u64>,
+    /// Whether the last page ran.
+    pub pages_done: bool,
+    /// Page attempts that failed and were retried.
+    pub retries: u64,
+    pub last_error: Option<String>,
+    /// Why the job stopped, if its page job was dead-lettered.
+    pub failed: Option<String>,
+    /// Page jobs of this job waiting in the sync queue.
+    pub pending_pages: u64,
+    /// Messages of changes from this job waiting in the upsert queue.
+    pub pending_writes: u64,
+    /// Messages of this job in a dead-letter queue.
+    pub dead_lettered: u64,
+}
+
+impl JobStatus {
+    /// `queued`, `reading`, `writing`, `finished` or `failed`.
+    pub fn state(&self) -> &'static str {
+        if self.failed.is_some()
+            || (!self.pages_done && self.pending_pages == 0 && self.dead_lettered > 0)
+        {
+            "failed"
+        } else if self.pages_done && self.pending_writes == 0 && self.pending_pages == 0 {
+            "finished"
+        } else if self.pages_done {
+            "writing"
+        } else if self.phase == "queued" {
+            "queued"
+        } else {
+            "reading"
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state() == "finished"
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.counts;
+        writeln!(f, "job {}  {}", self.job_id, self.state())?;
+        writeln!(
+            f,
+            "  source       {} ({})",
+            self.source,
+            self.entities.join(", ")
+        )?;
+        let at = match (&self.entity, self.phase.as_str()) {
+            (_, "queued") => "waiting for `crm-sync serve` to read the first page".to_string(),
+            (_, "done") => "every page read".to_string(),
+            (Some(e), phase) => format!("{phase} pass, {e}"),
+            (None, phase) => phase.to_string(),
+        };
+        writeln!(f, "  phase        {at}")?;
+        let totals: Vec<String> = self
+            .snapshot_totals
+            .iter()
+            .map(|(e, n)| format!("{n} {e}s"))
+            .collect();
+        let totals = if totals.is_empty() {
+            String::new()
+        } else {
+            format!(" (the CRM reported {})", totals.join(", "))
+        };
+        writeln!(
+            f,
+            "  pages        {} read, {} records{totals}",
+            c.pages, c.read
+        )?;
+        writeln!(
+            f,
+            "  records      {} enqueued for Dataverse, {} skipped (unmappable), {} deletions found",
+            c.enqueued, c.skipped, c.deleted
+        )?;
+        writeln!(
+            f,
+            "  queues       {} page jobs and {} write messages pending, {} dead-lettered",
+            self.pending_pages, self.pending_writes, self.dead_lettered
+        )?;
+        if self.retries > 0 || self.last_error.is_some() {
+            writeln!(
+                f,
+                "  retries      {}{}",
+                self.retries,
+                self.last_error
+                    .as_ref()
+                    .map(|e| format!(" (last: {e})"))
+                    .unwrap_or_default()
+            )?;
+        }
+        if let Some(reason) = &self.failed {
+            writeln!(f, "  failed       {reason}")?;
+        }
+        writeln!(
+            f,
+            "  started      {}, updated {}",
+            self.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}

@@ -1,0 +1,120 @@
+//! `crm-sync sync start` and `crm-sync sync status`: start an initial sync on the local runner's
+//! state file (the running `crm-sync serve` picks it up), and show how far a job is.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mapping::{Entity, SourceId};
+use pipeline::config::Config;
+use pipeline::sync::{Crms, SyncPorts, start_sync};
+
+use crate::jobs::{JobStatus, LocalState};
+
+#[derive(Debug, Clone)]
+pub struct StartArgs {
+    pub config: PathBuf,
+    pub source: String,
+    /// Empty: every entity (accounts before contacts).
+    pub entities: Vec<Entity>,
+    pub state: PathBuf,
+}
+
+/// Enqueues the first page job of an initial sync of `source`; returns the job id.
+pub async fn start(args: &StartArgs) -> anyhow::Result<String> {
+    let config = Config::load(&args.config)?;
+    let shown = args.config.display().to_string();
+    let sources = config
+        .mappers()
+        .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    let Some((i, entry)) = config
+        .sources
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.id.as_str() == args.source)
+    else {
+        let known: Vec<&str> = config.sources.iter().map(|s| s.id.as_str()).collect();
+        bail!(
+            "{shown}: no source `{}` is configured (sources: {})",
+            args.source,
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    if entry.connection.is_none() {
+        bail!(
+            "{shown}: config `sources[{i}].connection`: is required to sync source `{}`: how crm-sync reads the CRM's API",
+            args.source
+        );
+    }
+    let source = SourceId::new(&args.source)?;
+    let state = LocalState::open(&args.state)?;
+    let crms = Crms::new();
+    let ports = SyncPorts {
+        sources: &sources,
+        crms: &crms,
+        upsert: state.upsert.as_ref(),
+        sync: state.sync.as_ref(),
+    };
+    let job_id = start_sync(&source, &args.entities, &ports)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the sync: {e}"))?;
+    let mut entities: Vec<Entity> = if args.entities.is_empty() {
+        Entity::ALL.to_vec()
+    } else {
+        args.entities.clone()
+    };
+    entities.sort();
+    entities.dedup();
+    let names: Vec<String> = entities.iter().map(|e| e.to_string()).collect();
+    state
+        .ledger()
+        .started(&job_id, &args.source, &names)
+        .context("recording the job")?;
+    Ok(job_id)
+}
+
+/// Opens an existing state file (never creates one: a wrong path is an error).
+pub fn open_existing(path: &Path) -> anyhow::Result<LocalState> {
+    if !path.exists() {
+        bail!(
+            "no state file at {} (`crm-sync serve --state` and `sync start --state` create it)",
+            path.display()
+        );
+    }
+    LocalState::open(path)
+}
+
+/// The status of `job` (or of every job, newest first).
+pub fn status(state: &LocalState, job: Option<&str>) -> anyhow::Result<Vec<JobStatus>> {
+    let ledger = state.ledger();
+    match job {
+        Some(id) => match ledger.status(id)? {
+            Some(s) => Ok(vec![s]),
+            None => bail!("no job {id} in {}", state.store.path().display()),
+        },
+        None => ledger.all(),
+    }
+}
+
+/// Polls until every job shown is finished or failed, or `limit` passes.
+pub async fn wait(
+    state: &LocalState,
+    job: Option<&str>,
+    limit: Duration,
+) -> anyhow::Result<Vec<JobStatus>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let jobs = status(state, job)?;
+        let settled = jobs
+            .iter()
+            .all(|j| matches!(j.state(), "finished" | "failed"));
+        if settled || tokio::time::Instant::now() >= deadline {
+            return Ok(jobs);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
