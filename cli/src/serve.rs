@@ -18,13 +18,14 @@ use anyhow::{Context, bail};
 use dataverse::DataverseWriter;
 use pipeline::config::Config;
 use pipeline::message::{self, Message};
-use pipeline::queue::{ERROR_ATTRIBUTE, OutMessage, Queue, Received};
+use pipeline::queue::{Queue, Received};
 use pipeline::recent::RecentEvents;
+use pipeline::runner::{backoff, dead_letter, upsert_received};
 use pipeline::sources::Sources;
 use pipeline::sync::{
     Crms, StepError, SyncPorts, SyncSettings, handle_sync_message, run_sync_page,
 };
-use pipeline::upsert::{InMessage, UpsertPolicy, UpsertPorts, apply_changes};
+use pipeline::upsert::{UpsertPolicy, UpsertPorts};
 use pipeline::webhook::WebhookPorts;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -209,13 +210,6 @@ impl Runner {
         if batch.is_empty() {
             return;
         }
-        let msgs: Vec<InMessage> = batch
-            .iter()
-            .map(|m| InMessage {
-                id: m.message_id.clone(),
-                body: m.body.clone(),
-            })
-            .collect();
         let ports = UpsertPorts {
             sources: &self.sources,
             writer: self.writer.as_ref(),
@@ -223,34 +217,12 @@ impl Runner {
             dlq: self.upsert_dlq.as_ref(),
             deadline: None,
         };
-        let report = apply_changes(&msgs, &ports, &self.policy).await;
-        for m in batch {
-            if report.failed.contains(&m.message_id) {
-                let delay = report.throttled_for.unwrap_or_else(|| backoff(m));
-                let _ = self.upsert.release(&m.receipt, delay).await;
-            } else {
-                let _ = self.upsert.delete(&m.receipt).await;
-            }
-        }
+        upsert_received(batch, &ports, &self.policy, self.upsert.as_ref()).await;
     }
 
     /// Whether the sync worker should wait for the upsert queue to shrink.
     fn backlogged(&self) -> bool {
         self.backlog.as_ref().is_some_and(|q| q.len() > MAX_BACKLOG)
-    }
-}
-
-/// Exponential backoff by receive count: 1 s, 2 s, 4 s ... capped at 5 minutes.
-fn backoff(m: &Received) -> Duration {
-    Duration::from_secs(1 << m.receive_count.saturating_sub(1).min(8)).min(Duration::from_secs(300))
-}
-
-async fn dead_letter(queue: &dyn Queue, dlq: &dyn Queue, m: &Received, reason: String) {
-    let mut out = OutMessage::new(m.body.clone());
-    out.attributes = m.attributes.clone();
-    out.attributes.insert(ERROR_ATTRIBUTE.into(), reason);
-    if dlq.send(vec![out]).await.is_ok() {
-        let _ = queue.delete(&m.receipt).await;
     }
 }
 

@@ -107,7 +107,13 @@ impl LocalPipeline {
                     let _ = self.queues.sync.release(&m.receipt, backoff(m)).await;
                 }
                 Err(StepError::Permanent(reason)) => {
-                    dead_letter(&self.queues.sync, &self.queues.sync_dlq, m, reason).await;
+                    dead_letter(
+                        self.queues.sync.as_ref(),
+                        self.queues.sync_dlq.as_ref(),
+                        m,
+                        reason,
+                    )
+                    .await;
                 }
             }
         }
@@ -122,13 +128,6 @@ impl LocalPipeline {
         if batch.is_empty() {
             return 0;
         }
-        let msgs: Vec<InMessage> = batch
-            .iter()
-            .map(|m| InMessage {
-                id: m.message_id.clone(),
-                body: m.body.clone(),
-            })
-            .collect();
         let ports = UpsertPorts {
             sources: &self.sources,
             writer: self.writer.as_ref(),
@@ -136,15 +135,8 @@ impl LocalPipeline {
             dlq: self.queues.upsert_dlq.as_ref(),
             deadline: None,
         };
-        let report = apply_changes(&msgs, &ports, &self.policy).await;
-        for m in &batch {
-            if report.failed.contains(&m.message_id) {
-                let delay = report.throttled_for.unwrap_or_else(|| backoff(m));
-                let _ = self.queues.upsert.release(&m.receipt, delay).await;
-            } else {
-                let _ = self.queues.upsert.delete(&m.receipt).await;
-            }
-        }
+        let report =
+            upsert_received(&batch, &ports, &self.policy, self.queues.upsert.as_ref()).await;
         totals.upsert_batches += 1;
         add(&mut totals.upsert, &report);
         batch.len()
@@ -183,12 +175,42 @@ impl LocalPipeline {
     }
 }
 
+/// Applies a batch received from `queue`, as Lambda's event source mapping settles it: what
+/// succeeded is deleted, what failed comes back after Dataverse's Retry-After or a backoff.
+/// Shared by this runner and `crm-sync serve`.
+pub async fn upsert_received(
+    batch: &[Received],
+    ports: &UpsertPorts<'_>,
+    policy: &UpsertPolicy,
+    queue: &dyn Queue,
+) -> UpsertReport {
+    let msgs: Vec<InMessage> = batch
+        .iter()
+        .map(|m| InMessage {
+            id: m.message_id.clone(),
+            body: m.body.clone(),
+        })
+        .collect();
+    let report = apply_changes(&msgs, ports, policy).await;
+    for m in batch {
+        if report.failed.contains(&m.message_id) {
+            let delay = report.throttled_for.unwrap_or_else(|| backoff(m));
+            let _ = queue.release(&m.receipt, delay).await;
+        } else {
+            let _ = queue.delete(&m.receipt).await;
+        }
+    }
+    report
+}
+
 /// Exponential backoff by receive count: 1 s, 2 s, 4 s ... capped at 5 minutes.
-fn backoff(m: &Received) -> Duration {
+pub fn backoff(m: &Received) -> Duration {
     Duration::from_secs(1 << m.receive_count.saturating_sub(1).min(8)).min(Duration::from_secs(300))
 }
 
-async fn dead_letter(queue: &MemoryQueue, dlq: &MemoryQueue, m: &Received, reason: String) {
+/// Moves a message that can never succeed to the DLQ with the reason as an attribute; it stays
+/// on its queue if the DLQ refuses it.
+pub async fn dead_letter(queue: &dyn Queue, dlq: &dyn Queue, m: &Received, reason: String) {
     let mut out = OutMessage::new(m.body.clone());
     out.attributes = m.attributes.clone();
     out.attributes.insert(ERROR_ATTRIBUTE.into(), reason);
