@@ -32,6 +32,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+/// Request ids are this prefix and a counter (the shape of the documentation's example id).
+pub const REQUEST_ID_PREFIX: &str = "8476a536-e9f4-11e8-9739-";
+
 /// What the function posted for an invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -132,7 +135,7 @@ impl RuntimeApi {
     /// Queues an invocation; the receiver gets what the function posts for it.
     fn submit(&self, event: Value, deadline_ms: u64) -> oneshot::Receiver<Outcome> {
         let n = self.ids.fetch_add(1, Ordering::SeqCst);
-        let request_id = format!("8476a536-e9f4-11e8-9739-{n:012x}");
+        let request_id = format!("{REQUEST_ID_PREFIX}{n:012x}");
         let (done, outcome) = oneshot::channel();
         lock(&self.shared.waiting).insert(request_id.clone(), done);
         let _ = self.tx.send(Invocation {
@@ -227,6 +230,20 @@ async fn error(
 async fn init_error(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     lock(&s.init_errors).push(parse(&body));
     (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
+}
+
+/// A running function as an [`Invoke`](super::lambda::Invoke) for an event source mapping:
+/// what it posts to `/response` is the result, what it posts to `/error` a function error.
+pub fn process_invoker(process: Arc<tokio::sync::Mutex<LambdaProcess>>) -> super::lambda::Invoke {
+    super::lambda::invoker(move |event| {
+        let process = process.clone();
+        async move {
+            match process.lock().await.invoke(event).await {
+                Outcome::Response(v) => Ok(v),
+                Outcome::Error { error_type, body } => Err(format!("{error_type:?}: {body}")),
+            }
+        }
+    })
 }
 
 /// A function binary running against its own [`RuntimeApi`], killed on drop. Its output goes to
