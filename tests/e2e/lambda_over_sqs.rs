@@ -363,3 +363,105 @@ async fn failures_past_max_receive_count_are_redriven_to_the_dlq() {
     assert_eq!(s.get(|s| &s.deleted), 0, "{s:?}");
     assert!(stack.dv.rows("account").is_empty());
 }
+
+/// A snapshot page whose upsert message fails (Dataverse down) comes back after its visibility
+/// timeout, after the job's catch-up pass has run and after newer webhook changes to its records
+/// were applied: rewriting the page must not undo them. It does today: the upsert step keeps the
+/// newest change only within one batch, and nothing compares source timestamps across batches,
+/// so the deleted contact is re-created and the updated one reverts to its snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known gap in shared/pipeline (a retried snapshot page overwrites newer webhook changes); run with --ignored"]
+async fn a_snapshot_page_retried_after_newer_webhook_changes_does_not_undo_them() {
+    let stack = Stack::start(Options {
+        accounts: 20,
+        contacts_per_account: 2,
+        orphan_contacts: 2,
+        deployment: Deployment {
+            upsert_visibility: 6,
+            ..Deployment::default()
+        },
+        dataverse_attempts: 1,
+        ..Options::default()
+    })
+    .await;
+    let front = stack.webhook_front().await;
+    let notifier = stack.sf.notify_to(&front.url(), WEBHOOK_SECRET);
+    stack.dv.set_faults(Faults {
+        error_5xx_rate: 1.0,
+        ..Faults::default()
+    });
+    stack.start_sync().await;
+    let m = stack.start_mappings();
+    // The whole job, snapshot and catch-up, is read while Dataverse is down: the two pages'
+    // messages (accounts, contacts) fail and wait out their visibility timeout.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sync = stack.moto.depth(&stack.queues.sync).await.total();
+        let upsert = stack.moto.depth(&stack.queues.upsert).await;
+        if sync == 0
+            && m.sync.in_flight() == 0
+            && m.upsert.in_flight() == 0
+            && upsert.visible == 0
+            && upsert.in_flight == 2
+            && m.upsert.stats.get(|s| &s.item_failures) >= 2
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "{:?}", m.upsert.stats);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Dataverse is back; the CRM deletes a contact and changes a contact without account, and
+    // its webhooks are applied while the pages are still waiting.
+    stack.dv.set_faults(Faults::default());
+    let contacts = stack.sf.ids("Contact");
+    let with_account = contacts
+        .iter()
+        .find(|id| {
+            stack
+                .sf
+                .record(id)
+                .is_some_and(|r| r["AccountId"].is_string())
+        })
+        .unwrap()
+        .clone();
+    let orphan = contacts
+        .iter()
+        .find(|id| {
+            stack
+                .sf
+                .record(id)
+                .is_some_and(|r| r["AccountId"].is_null())
+        })
+        .unwrap()
+        .clone();
+    assert!(stack.sf.delete(&with_account));
+    stack
+        .sf
+        .update(&orphan, obj(json!({"Email": "new.address@example.org"})))
+        .unwrap();
+    assert!(notifier.idle(Duration::from_secs(10)).await);
+    let email_of = |id: &str| {
+        stack
+            .dv
+            .rows("contact")
+            .into_iter()
+            .find(|r| r["msdyn_source_crm_id"] == id)
+            .and_then(|r| r.get("emailaddress1").cloned())
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || email_of(&orphan)
+            == Some(json!("new.address@example.org")))
+        .await
+    );
+
+    assert!(
+        stack.wait_idle(&m, Duration::from_secs(60)).await,
+        "the queues did not drain"
+    );
+    let c = stack.compare();
+    let email = email_of(&orphan);
+    assert!(
+        c.is_exact() && email == Some(json!("new.address@example.org")),
+        "{c}; {orphan}'s email in Dataverse: {email:?}"
+    );
+}
