@@ -251,7 +251,10 @@ impl Moto {
             ]
         };
         let dlq_attrs = |fifo: bool| {
-            let mut a = vec![(QueueAttributeName::MessageRetentionPeriod, "1209600".into())];
+            let mut a = vec![
+                (QueueAttributeName::MessageRetentionPeriod, "1209600".into()),
+                (QueueAttributeName::SqsManagedSseEnabled, "true".into()),
+            ];
             if fifo {
                 a.push((QueueAttributeName::FifoQueue, "true".into()));
                 a.push((QueueAttributeName::ContentBasedDeduplication, "true".into()));
@@ -264,6 +267,7 @@ impl Moto {
                 visibility.to_string(),
             ));
             a.push((QueueAttributeName::MessageRetentionPeriod, "345600".into()));
+            a.push((QueueAttributeName::SqsManagedSseEnabled, "true".into()));
             a.push((
                 QueueAttributeName::RedrivePolicy,
                 serde_json::json!({
@@ -447,6 +451,8 @@ impl Queues {
 
 /// The template's queue settings, scaled for tests: the template gives the upsert and retry
 /// queues 720 s of visibility (6 x the function's 120 s timeout) and the sync queue 1,800 s.
+/// The defaults leave a busy machine ample time per batch; tests that want failed messages back
+/// quickly set a second or two.
 #[derive(Debug, Clone)]
 pub struct Deployment {
     pub upsert_visibility: u32,
@@ -458,8 +464,8 @@ pub struct Deployment {
 impl Default for Deployment {
     fn default() -> Self {
         Deployment {
-            upsert_visibility: 3,
-            sync_visibility: 5,
+            upsert_visibility: 10,
+            sync_visibility: 10,
             max_receive_count: 10,
         }
     }
