@@ -169,6 +169,19 @@ pub async fn poll_once(
     invoke: &Invoke,
     stats: &MappingStats,
 ) -> Option<Polled> {
+    let messages = receive(client, queue, batch_size, wait).await;
+    if messages.is_empty() {
+        return None;
+    }
+    stats.in_flight.fetch_add(1, Ordering::SeqCst);
+    let polled = settle(client, queue, messages, invoke, stats).await;
+    stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+    Some(polled)
+}
+
+/// A batch as the event source mapping receives it: with every system attribute (the receive
+/// count, the FIFO group ...) and every message attribute.
+async fn receive(client: &Client, queue: &Queue, batch_size: i32, wait: Duration) -> Vec<Message> {
     let out = client
         .receive_message()
         .queue_url(&queue.url)
@@ -178,22 +191,15 @@ pub async fn poll_once(
         .message_attribute_names("All")
         .send()
         .await;
-    let messages = match out {
+    match out {
         Ok(o) => o.messages().to_vec(),
         Err(e) => {
             // Lambda's poller keeps polling through SQS errors.
             eprintln!("{}: receive failed: {e:?}", queue.name);
             tokio::time::sleep(Duration::from_millis(200)).await;
-            return None;
+            Vec::new()
         }
-    };
-    if messages.is_empty() {
-        return None;
     }
-    stats.in_flight.fetch_add(1, Ordering::SeqCst);
-    let polled = settle(client, queue, messages, invoke, stats).await;
-    stats.in_flight.fetch_sub(1, Ordering::SeqCst);
-    Some(polled)
 }
 
 async fn settle(
@@ -289,21 +295,38 @@ impl EventSourceMapping {
         invoke: Invoke,
     ) -> EventSourceMapping {
         let stats = Arc::new(MappingStats::default());
+        // moto's ReceiveMessage is not atomic: two long polls on one queue woken together can
+        // both take the same message (seen here: a FIFO message delivered twice within its
+        // visibility timeout), which SQS never does. So the pollers of a mapping receive one at
+        // a time, with short polls (a long poll holding the turn would also keep the others
+        // waiting while moto skips a FIFO group that was in flight when the poll began); their
+        // invocations still run concurrently.
+        let receiving = Arc::new(tokio::sync::Mutex::new(()));
         let tasks = (0..concurrency)
             .map(|_| {
-                let (client, queue, invoke, stats) =
-                    (client.clone(), queue.clone(), invoke.clone(), stats.clone());
+                let (client, queue, invoke, stats, receiving) = (
+                    client.clone(),
+                    queue.clone(),
+                    invoke.clone(),
+                    stats.clone(),
+                    receiving.clone(),
+                );
                 tokio::spawn(async move {
                     loop {
-                        poll_once(
-                            &client,
-                            &queue,
-                            batch_size,
-                            Duration::from_secs(1),
-                            &invoke,
-                            &stats,
-                        )
-                        .await;
+                        let messages = {
+                            let _one_at_a_time = receiving.lock().await;
+                            let m = receive(&client, &queue, batch_size, Duration::ZERO).await;
+                            if !m.is_empty() {
+                                stats.in_flight.fetch_add(1, Ordering::SeqCst);
+                            }
+                            m
+                        };
+                        if messages.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                        settle(&client, &queue, messages, &invoke, &stats).await;
+                        stats.in_flight.fetch_sub(1, Ordering::SeqCst);
                     }
                 })
             })
