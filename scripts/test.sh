@@ -15,6 +15,15 @@ echo "== template"
 # scripts/check-template.py (installs SAM CLI and cfn-lint into .venv on first use).
 scripts/check-template.sh
 
+echo "== moto (SQS for the end-to-end tests)"
+# moto server in the same .venv (installed on first use, major version pinned); the tests over
+# SQS start it from this path and fail, rather than skip, without it.
+if [ ! -x .venv/bin/moto_server ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "moto[server]>=5,<6"
+fi
+export CRM_SYNC_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
