@@ -24,6 +24,14 @@ if [ ! -x .venv/bin/moto_server ]; then
 fi
 export CRM_SYNC_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
+echo "== node (runs the ServiceNow business rules in integrations/)"
+if ! command -v node >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -qq nodejs >/dev/null || { apt-get update -qq >/dev/null && apt-get install -y -qq nodejs >/dev/null; }
+  fi
+  command -v node >/dev/null 2>&1 || { echo "error: Node.js is needed (install nodejs)" >&2; exit 2; }
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
