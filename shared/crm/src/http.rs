@@ -1,5 +1,7 @@
-//! What every HTTP CRM client shares: which URLs may receive our credentials, and reading the
-//! walk position off a listed record.
+//! What every HTTP CRM client shares: its HTTP client, which URLs may receive our credentials,
+//! and reading the walk position off a listed record.
+
+use std::time::Duration;
 
 use mapping::transform::parse_timestamp;
 use reqwest::Url;
@@ -22,6 +24,43 @@ pub fn check_origin(url: &Url, crm: &str) -> Result<(), CrmError> {
             url.host_str().unwrap_or("?")
         ))),
     }
+}
+
+/// The HTTP client of a CRM client: `timeout` per request, 10 s to connect.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, CrmError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| CrmError::Permanent(format!("cannot build HTTP client: {e}")))
+}
+
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// A next-page link (or a cursor that is one) joined to `base`, accepted only on `base`'s origin
+/// and under the API's `path_prefix`: following it sends our credentials, so a link elsewhere is
+/// a permanent error, never followed.
+pub fn follow_link(base: &Url, link: &str, path_prefix: &str, crm: &str) -> Result<Url, CrmError> {
+    let url = base
+        .join(link)
+        .map_err(|e| CrmError::Permanent(format!("invalid {crm} next-page URL: {e}")))?;
+    if !same_origin(&url, base) {
+        return Err(CrmError::Permanent(format!(
+            "refusing to follow a next-page URL on another host ({}); {crm} is {}",
+            url.host_str().unwrap_or("?"),
+            base.host_str().unwrap_or("?")
+        )));
+    }
+    if !url.path().starts_with(path_prefix) {
+        return Err(CrmError::Permanent(format!(
+            "refusing a {crm} next-page URL outside {path_prefix}"
+        )));
+    }
+    Ok(url)
 }
 
 /// The (last modified, id) position of a listed record; the timestamp in any of the CRMs'

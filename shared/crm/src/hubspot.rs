@@ -56,7 +56,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
-use crate::http::{check_origin, checkpoint_of};
+use crate::http::{check_origin, checkpoint_of, follow_link, http_client};
 use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
 
 /// HubSpot's API origin.
@@ -180,11 +180,7 @@ impl HubSpotClient {
         if settings.token.trim().is_empty() {
             return Err(CrmError::Access("no HubSpot private app token".into()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| CrmError::Permanent(format!("cannot build HTTP client: {e}")))?;
+        let http = http_client(settings.timeout)?;
         Ok(HubSpotClient {
             http,
             settings,
@@ -291,26 +287,7 @@ impl HubSpotClient {
     /// A `paging.next.link` (or a cursor that is a URL): only on the configured origin and
     /// under `/crm/v3/objects/`, since following it sends the token.
     fn link_url(&self, link: &str) -> Result<Url, CrmError> {
-        let url = self
-            .base
-            .join(link)
-            .map_err(|e| CrmError::Permanent(format!("invalid HubSpot next-page link: {e}")))?;
-        let same_origin = url.scheme() == self.base.scheme()
-            && url.host_str() == self.base.host_str()
-            && url.port_or_known_default() == self.base.port_or_known_default();
-        if !same_origin {
-            return Err(CrmError::Permanent(format!(
-                "refusing to follow a next-page link on another host ({}); the API is {}",
-                url.host_str().unwrap_or("?"),
-                self.base.host_str().unwrap_or("?")
-            )));
-        }
-        if !url.path().starts_with("/crm/v3/objects/") {
-            return Err(CrmError::Permanent(
-                "refusing a next-page link outside /crm/v3/objects/".into(),
-            ));
-        }
-        Ok(url)
+        follow_link(&self.base, link, "/crm/v3/objects/", "HubSpot")
     }
 
     fn list_url(

@@ -42,7 +42,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
-use crate::http::{check_origin, checkpoint_of};
+use crate::http::{check_origin, checkpoint_of, http_client};
 use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
 
 /// v2 lists: "a maximum value of 500 is allowed".
@@ -164,11 +164,7 @@ impl PipedriveClient {
         let base = Url::parse(&settings.base_url)
             .map_err(|e| CrmError::Permanent(format!("invalid Pipedrive base URL: {e}")))?;
         check_origin(&base, "Pipedrive")?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| CrmError::Permanent(format!("cannot build HTTP client: {e}")))?;
+        let http = http_client(Duration::from_secs(120))?;
         Ok(PipedriveClient {
             http,
             settings,

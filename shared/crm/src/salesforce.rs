@@ -31,7 +31,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
-use crate::http::{check_origin, checkpoint_of};
+use crate::http::{check_origin, checkpoint_of, follow_link, http_client};
 use crate::reader::{CrmError, CrmReader, Fetched, Page, PageRequest};
 
 /// Default REST API version (Winter '25).
@@ -184,11 +184,7 @@ impl SalesforceClient {
                 )?,
             ),
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| CrmError::Permanent(format!("cannot build HTTP client: {e}")))?;
+        let http = http_client(Duration::from_secs(120))?;
         Ok(SalesforceClient {
             http,
             settings,
@@ -590,26 +586,7 @@ fn replication_date(t: DateTime<Utc>) -> String {
 /// A `nextRecordsUrl` joined to the instance. Salesforce sends a path; an absolute URL is
 /// accepted only on the instance's own origin, since following it sends our bearer token.
 fn next_url(s: &Session, next: &str) -> Result<Url, CrmError> {
-    let url = s
-        .instance
-        .join(next)
-        .map_err(|e| CrmError::Permanent(format!("invalid nextRecordsUrl: {e}")))?;
-    let same_origin = url.scheme() == s.instance.scheme()
-        && url.host_str() == s.instance.host_str()
-        && url.port_or_known_default() == s.instance.port_or_known_default();
-    if !same_origin {
-        return Err(CrmError::Permanent(format!(
-            "refusing to follow a next-page URL on another host ({}); the instance is {}",
-            url.host_str().unwrap_or("?"),
-            s.instance.host_str().unwrap_or("?")
-        )));
-    }
-    if !url.path().starts_with("/services/data/") {
-        return Err(CrmError::Permanent(
-            "refusing a next-page URL outside /services/data/".into(),
-        ));
-    }
-    Ok(url)
+    follow_link(&s.instance, next, "/services/data/", "Salesforce")
 }
 
 type ParsedPage = (Vec<Value>, Option<String>, bool, Option<u64>);

@@ -55,7 +55,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
-use crate::http::{check_origin, checkpoint_of};
+use crate::http::{check_origin, checkpoint_of, follow_link, http_client};
 use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
 
 /// Cursor pagination's maximum `page[size]`.
@@ -193,11 +193,7 @@ impl ZendeskClient {
         let base = Url::parse(&settings.base_url)
             .map_err(|e| CrmError::Permanent(format!("invalid Zendesk base URL: {e}")))?;
         check_origin(&base, "Zendesk")?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| CrmError::Permanent(format!("cannot build HTTP client: {e}")))?;
+        let http = http_client(Duration::from_secs(120))?;
         Ok(ZendeskClient {
             http,
             settings,
@@ -222,27 +218,7 @@ impl ZendeskClient {
     /// the configured account's origin and under `/api/v2/`, because following it sends our
     /// credentials.
     fn follow(&self, link: &str) -> Result<Url, CrmError> {
-        let url = self
-            .base
-            .join(link)
-            .map_err(|e| CrmError::Permanent(format!("invalid Zendesk next-page URL: {e}")))?;
-        let same_origin = url.scheme() == self.base.scheme()
-            && url.host_str() == self.base.host_str()
-            && url.port_or_known_default() == self.base.port_or_known_default();
-        if !same_origin {
-            return Err(CrmError::Permanent(format!(
-                "refusing to follow a next-page URL on another host ({}); the account is {}",
-                url.host_str().unwrap_or("?"),
-                self.base.host_str().unwrap_or("?")
-            )));
-        }
-        if !url.path().starts_with("/api/v2/") {
-            return Err(CrmError::Permanent(
-                "refusing a Zendesk next-page URL outside /api/v2/".into(),
-            ));
-        }
-        check_origin(&url, "Zendesk")?;
-        Ok(url)
+        follow_link(&self.base, link, "/api/v2/", "Zendesk")
     }
 
     /// GETs a URL and parses the JSON body. `cursor`: the request continues a cursor, so a 400

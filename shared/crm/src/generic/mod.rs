@@ -58,7 +58,7 @@ use self::response::{
     total_header,
 };
 use self::template::{Template, Var, Vars};
-use crate::http::{check_origin, checkpoint_of};
+use crate::http::{check_origin, checkpoint_of, same_origin};
 use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
 
 /// Page size when the request names none.
@@ -140,12 +140,6 @@ fn field_list(ent: &EntityPlan, wanted: &[String]) -> String {
         }
     }
     out.join(",")
-}
-
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 impl GenericClient {

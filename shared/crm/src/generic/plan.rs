@@ -13,7 +13,7 @@ use super::config::{
     Credentials, CredentialsKind, EntityConfig, ErrorMatch, GenericConfig, Paging, PagingStyle,
 };
 use super::template::{Piece, Template, Var, value_pieces};
-use crate::http::check_origin;
+use crate::http::{check_origin, same_origin};
 
 /// How `{modified_since}` is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,12 +170,6 @@ fn required<'a>(key: &str, v: &'a Option<String>, why: &str) -> Result<&'a str, 
         Some(s) => Ok(s),
         None => Err(err(key, format!("required{why}"))),
     }
-}
-
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// Which template a placeholder rule is checked for.

@@ -72,7 +72,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
-use crate::http::{check_origin, checkpoint_of};
+use crate::http::{check_origin, checkpoint_of, follow_link, http_client};
 use crate::reader::{CrmError, CrmReader, Fetched, Page, PageRequest};
 use auth::Authenticator;
 
@@ -194,11 +194,7 @@ impl ServiceNowClient {
                 )));
             }
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| CrmError::Permanent(format!("cannot build HTTP client: {e}")))?;
+        let http = http_client(Duration::from_secs(120))?;
         let auth = Authenticator::new(settings.auth.clone(), &instance)?;
         Ok(ServiceNowClient {
             http,
@@ -362,26 +358,7 @@ impl ServiceNowClient {
 
     /// A `Link` rel="next" URL, accepted only on the instance's origin and under `/api/now/`.
     fn next_url(&self, next: &str) -> Result<Url, CrmError> {
-        let url = self
-            .instance
-            .join(next)
-            .map_err(|e| CrmError::Permanent(format!("invalid next-page URL: {e}")))?;
-        let same_origin = url.scheme() == self.instance.scheme()
-            && url.host_str() == self.instance.host_str()
-            && url.port_or_known_default() == self.instance.port_or_known_default();
-        if !same_origin {
-            return Err(CrmError::Permanent(format!(
-                "refusing to follow a next-page URL on another host ({}); the instance is {}",
-                url.host_str().unwrap_or("?"),
-                self.instance.host_str().unwrap_or("?")
-            )));
-        }
-        if !url.path().starts_with("/api/now/") {
-            return Err(CrmError::Permanent(
-                "refusing a next-page URL outside /api/now/".into(),
-            ));
-        }
-        Ok(url)
+        follow_link(&self.instance, next, "/api/now/", "ServiceNow")
     }
 }
 
