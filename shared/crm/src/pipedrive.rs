@@ -379,14 +379,7 @@ impl CrmReader for PipedriveClient {
                 }
             }
         }
-        let mut out = Fetched::default();
-        for id in ids {
-            match found.get(id.as_str()) {
-                Some(r) => out.records.push(r.clone()),
-                None => out.missing.push(id.clone()),
-            }
-        }
-        Ok(out)
+        Ok(Fetched::in_order(ids, &found))
     }
 
     // `list_deleted` keeps the trait's default (`None`): see the module documentation.

@@ -51,6 +51,21 @@ pub struct Fetched {
     pub missing: Vec<String>,
 }
 
+impl Fetched {
+    /// What the CRM returned, in the order the ids were asked for; an id it did not return is
+    /// missing.
+    pub fn in_order(ids: &[String], found: &std::collections::HashMap<String, Value>) -> Fetched {
+        let mut out = Fetched::default();
+        for id in ids {
+            match found.get(id.as_str()) {
+                Some(r) => out.records.push(r.clone()),
+                None => out.missing.push(id.clone()),
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CrmError {
     /// Rate limited: wait, then retry.

@@ -614,14 +614,7 @@ impl CrmReader for GenericClient {
                 next = after;
             }
         }
-        let mut out = Fetched::default();
-        for id in ids {
-            match found.get(id.as_str()) {
-                Some(r) => out.records.push(r.clone()),
-                None => out.missing.push(id.clone()),
-            }
-        }
-        Ok(out)
+        Ok(Fetched::in_order(ids, &found))
     }
 }
 

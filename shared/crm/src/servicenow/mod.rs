@@ -459,14 +459,7 @@ impl CrmReader for ServiceNowClient {
                 }
             }
         }
-        let mut out = Fetched::default();
-        for id in ids {
-            match found.get(id.as_str()) {
-                Some(r) => out.records.push(r.clone()),
-                None => out.missing.push(id.clone()),
-            }
-        }
-        Ok(out)
+        Ok(Fetched::in_order(ids, &found))
     }
 
     /// Deletions recorded in `sys_audit_delete` for the entity's table at or after `since` (to
