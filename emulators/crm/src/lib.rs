@@ -7,6 +7,7 @@ pub mod hubspot;
 pub mod notify;
 pub mod pipedrive;
 pub mod salesforce;
+mod server;
 pub mod servicenow;
 pub mod zendesk;
 

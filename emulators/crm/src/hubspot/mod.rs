@@ -20,23 +20,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use config::HubSpotConfig;
 pub use routes::Stats;
 pub use store::{HubSpotError, ObjectType};
 pub use webhooks::{WebhookDelivery, sign_v1, sign_v3};
 
+use crate::server::Server;
 use routes::{Shared, lock};
 use store::{Event, Store};
 
 /// A running HubSpot emulator.
 pub struct HubSpotEmulator {
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-    sender: JoinHandle<()>,
+    server: Server,
+    sender: tokio::task::JoinHandle<()>,
 }
 
 impl HubSpotEmulator {
@@ -59,15 +57,7 @@ impl HubSpotEmulator {
             link_base: std::sync::Mutex::new(None),
         });
         let app = routes::router(shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!("hubspot emulator stopped: {e}");
-            }
-        });
+        let server = Server::spawn(listener, app, "hubspot");
         // Webhook sender: wakes on a mutation, lets the batch fill for a moment, delivers.
         let sh = shared.clone();
         let sender = tokio::spawn(async move {
@@ -79,8 +69,7 @@ impl HubSpotEmulator {
         });
         Ok(HubSpotEmulator {
             shared,
-            stop: Some(stop),
-            task,
+            server,
             sender,
         })
     }
@@ -220,16 +209,8 @@ impl HubSpotEmulator {
     }
 
     /// Stops serving and sending; open keep-alive connections are closed.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         self.sender.abort();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
-            .await
-            .is_err()
-        {
-            self.task.abort();
-        }
+        self.server.shutdown().await;
     }
 }

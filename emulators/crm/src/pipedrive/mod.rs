@@ -17,21 +17,19 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use config::PipedriveConfig;
 pub use routes::Stats;
 pub use store::StoreError;
 
+use crate::server::Server;
 use routes::{Shared, Window, lock};
 use store::{Kind, Store};
 
 /// A running Pipedrive emulator.
 pub struct PipedriveEmulator {
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    server: Server,
 }
 
 fn kind(name: &str) -> Result<Kind, StoreError> {
@@ -55,20 +53,8 @@ impl PipedriveEmulator {
             cursor_generation: AtomicU64::new(1),
         });
         let app = routes::router(shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!("pipedrive emulator stopped: {e}");
-            }
-        });
-        Ok(PipedriveEmulator {
-            shared,
-            stop: Some(stop),
-            task,
-        })
+        let server = Server::spawn(listener, app, "pipedrive");
+        Ok(PipedriveEmulator { shared, server })
     }
 
     /// The company URL, e.g. `http://127.0.0.1:PORT` (the API is under `/api/v2`).
@@ -151,15 +137,7 @@ impl PipedriveEmulator {
     }
 
     /// Stops serving; open keep-alive connections are closed.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
-            .await
-            .is_err()
-        {
-            self.task.abort();
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }

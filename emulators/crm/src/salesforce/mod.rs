@@ -23,14 +23,13 @@ use std::sync::atomic::AtomicU64;
 
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use config::SalesforceConfig;
 pub use routes::Stats;
 pub use store::StoreError;
 
 use crate::notify::ContractNotifier;
+use crate::server::Server;
 use routes::{Shared, lock};
 use schema::Object;
 use store::{Store, object_of};
@@ -44,8 +43,7 @@ pub struct SalesforceEmulator {
     /// Where changes made through this handle are announced, as the Apex notifier would.
     notifier: std::sync::Mutex<Option<Arc<ContractNotifier>>>,
     port: u16,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    server: Server,
 }
 
 impl SalesforceEmulator {
@@ -69,21 +67,12 @@ impl SalesforceEmulator {
             locators: AtomicU64::new(1),
         });
         let app = routes::router(shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!("salesforce emulator stopped: {e}");
-            }
-        });
+        let server = Server::spawn(listener, app, "salesforce");
         Ok(SalesforceEmulator {
             shared,
             notifier: Default::default(),
             port,
-            stop: Some(stop),
-            task,
+            server,
         })
     }
 
@@ -242,15 +231,7 @@ impl SalesforceEmulator {
     }
 
     /// Stops serving; open keep-alive connections are closed.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task)
-            .await
-            .is_err()
-        {
-            self.task.abort();
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }

@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use config::ServiceNowConfig;
 pub use routes::Stats;
 pub use store::StoreError;
 
 use crate::notify::ContractNotifier;
+use crate::server::Server;
 use routes::{Shared, lock};
 use store::{Store, Table};
 
@@ -37,8 +36,7 @@ pub struct ServiceNowEmulator {
     shared: Arc<Shared>,
     /// Where changes made through this handle are announced, as the business rules would.
     notifier: std::sync::Mutex<Option<Arc<ContractNotifier>>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    server: Server,
 }
 
 impl ServiceNowEmulator {
@@ -59,20 +57,11 @@ impl ServiceNowEmulator {
             window: std::sync::Mutex::new((Instant::now(), 0)),
         });
         let app = routes::router(shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!("servicenow emulator stopped: {e}");
-            }
-        });
+        let server = Server::spawn(listener, app, "servicenow");
         Ok(ServiceNowEmulator {
             shared,
             notifier: Default::default(),
-            stop: Some(stop),
-            task,
+            server,
         })
     }
 
@@ -214,15 +203,7 @@ impl ServiceNowEmulator {
     }
 
     /// Stops serving; open keep-alive connections are closed.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
-            .await
-            .is_err()
-        {
-            self.task.abort();
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
