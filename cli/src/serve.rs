@@ -215,6 +215,7 @@ impl Runner {
             writer: self.writer.as_ref(),
             retry: self.upsert.as_ref(),
             dlq: self.upsert_dlq.as_ref(),
+            refetch: Some(self.sync.as_ref()),
             deadline: None,
         };
         upsert_received(batch, &ports, &self.policy, self.upsert.as_ref()).await;

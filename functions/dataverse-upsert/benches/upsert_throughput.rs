@@ -121,6 +121,7 @@ async fn run(mode_name: &str, records: usize) {
             MemoryQueueConfig::default(),
             None,
         ))),
+        refetch: None,
         policy: UpsertPolicy::default(),
     });
     // Build every event first: the clock measures the function, not the test data.
@@ -141,6 +142,7 @@ async fn run(mode_name: &str, records: usize) {
             msg.body = Some(message::encode(
                 "bench",
                 Message::Changes(ChangeBatch {
+                    from_page: false,
                     attempt: 0,
                     changes,
                 }),

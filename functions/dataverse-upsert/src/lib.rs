@@ -18,6 +18,9 @@ pub struct App {
     pub writer: Box<dyn DataverseWriter>,
     pub retry: Box<dyn Queue>,
     pub dlq: Box<dyn Queue>,
+    /// The sync queue: a sync page's message that comes back after a failure is re-read from
+    /// the CRM instead of written (see `UpsertPorts::refetch`).
+    pub refetch: Option<Box<dyn Queue>>,
     pub policy: UpsertPolicy,
 }
 
@@ -26,7 +29,15 @@ pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchRes
     let mut msgs = Vec::with_capacity(event.records.len());
     for r in event.records {
         match (r.message_id, r.body) {
-            (Some(id), Some(body)) => msgs.push(InMessage { id, body }),
+            (Some(id), Some(body)) => msgs.push(InMessage {
+                id,
+                body,
+                receive_count: r
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1),
+            }),
             // A record without a body cannot be applied; failing it lets SQS redrive it to the
             // DLQ after maxReceiveCount, where an operator sees it.
             (Some(id), None) => failed.push(id),
@@ -38,6 +49,7 @@ pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchRes
         writer: app.writer.as_ref(),
         retry: app.retry.as_ref(),
         dlq: app.dlq.as_ref(),
+        refetch: app.refetch.as_deref(),
         deadline: lambda_common::stop_at(deadline_ms, DEADLINE_MARGIN),
     };
     let report = apply_changes(&msgs, &ports, &app.policy).await;

@@ -4,7 +4,8 @@
 //! Environment: `CRM_SYNC_CONFIG` or `CRM_SYNC_CONFIG_FILE`; `DATAVERSE_URL`,
 //! `DATAVERSE_TENANT`, `DATAVERSE_CLIENT_ID`, `DATAVERSE_CLIENT_SECRET` (the secret or an
 //! `aws-secret:` reference), optionally `DATAVERSE_TOKEN_URL`; `RETRY_QUEUE_URL`, `DLQ_URL`,
-//! optionally `SQS_ENDPOINT`. Built during the first invocation, not at init, because the secrets
+//! optionally `SYNC_QUEUE_URL` (redelivered sync pages are re-read through it) and
+//! `SQS_ENDPOINT`. Built during the first invocation, not at init, because the secrets
 //! extension answers only then; a failure there fails that invocation (its messages come back).
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -36,6 +37,8 @@ async fn build() -> anyhow::Result<App> {
         sources,
         writer: Box::new(WebApiClient::new(dv)?),
         retry: Box::new(SqsQueue::new(sqs.clone(), env("RETRY_QUEUE_URL")?)),
+        refetch: env_opt("SYNC_QUEUE_URL")
+            .map(|url| Box::new(SqsQueue::new(sqs.clone(), url)) as Box<dyn pipeline::Queue>),
         dlq: Box::new(SqsQueue::new(sqs, env("DLQ_URL")?)),
         policy: UpsertPolicy::default(),
     })

@@ -59,6 +59,7 @@ fn event(batches: &[Vec<Change>]) -> SqsEvent {
         m.body = Some(message::encode(
             "test",
             Message::Changes(ChangeBatch {
+                from_page: false,
                 attempt: 0,
                 changes: changes.clone(),
             }),
@@ -107,6 +108,7 @@ async fn setup(limits: Option<Limits>) -> Setup {
         writer: Box::new(WebApiClient::new(dv).unwrap()),
         retry: Box::new(retry.clone()),
         dlq: Box::new(dlq.clone()),
+        refetch: None,
         policy: UpsertPolicy {
             parent_retries: 3,
             parent_delay: Duration::from_millis(1),

@@ -50,6 +50,7 @@ fn changes_body(changes: Vec<Change>) -> String {
     message::encode(
         "runtime-test",
         Message::Changes(ChangeBatch {
+            from_page: false,
             attempt: 0,
             changes,
         }),

@@ -49,6 +49,11 @@ pub struct ChangeBatch {
     /// How many times these changes were parked because a parent account was missing.
     #[serde(default)]
     pub attempt: u32,
+    /// The changes are a sync page's snapshot of the CRM. Such a message is not ordered with the
+    /// record's webhook changes (those are grouped per record), so when it comes back after a
+    /// failure its content may be older than what was applied since: it is re-read instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_page: bool,
     pub changes: Vec<Change>,
 }
 
@@ -158,6 +163,8 @@ struct BatchOut<'a> {
     correlation_id: &'a str,
     kind: &'static str,
     attempt: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    from_page: bool,
     changes: &'a [&'a RawValue],
 }
 
@@ -166,6 +173,7 @@ struct BatchOut<'a> {
 pub fn encode_changes(
     correlation_id: &str,
     attempt: u32,
+    from_page: bool,
     changes: &[Change],
     max_bytes: usize,
 ) -> Result<Vec<String>, EncodeError> {
@@ -178,6 +186,7 @@ pub fn encode_changes(
         correlation_id,
         kind: "changes",
         attempt,
+        from_page,
         changes: &[],
     })
     .expect("serialises")
@@ -193,6 +202,7 @@ pub fn encode_changes(
                     correlation_id,
                     kind: "changes",
                     attempt,
+                    from_page,
                     changes: current,
                 })
                 .expect("serialises"),
@@ -247,6 +257,7 @@ mod tests {
     fn round_trip_every_kind() {
         let msgs = [
             Message::Changes(ChangeBatch {
+                from_page: true,
                 attempt: 2,
                 changes: vec![change("1", "a")],
             }),
@@ -304,12 +315,12 @@ mod tests {
         let changes: Vec<Change> = (0..10)
             .map(|i| change(&i.to_string(), "abcdefgh"))
             .collect();
-        let one = encode_changes("c", 0, &changes, usize::MAX).unwrap();
+        let one = encode_changes("c", 0, false, &changes, usize::MAX).unwrap();
         assert_eq!(one.len(), 1);
         let exact = one[0].len();
         // A limit of exactly the encoded size keeps one message; one byte less splits it.
-        assert_eq!(encode_changes("c", 0, &changes, exact).unwrap(), one);
-        let split = encode_changes("c", 0, &changes, exact - 1).unwrap();
+        assert_eq!(encode_changes("c", 0, false, &changes, exact).unwrap(), one);
+        let split = encode_changes("c", 0, false, &changes, exact - 1).unwrap();
         assert_eq!(split.len(), 2);
         let mut back = Vec::new();
         for body in &split {
@@ -327,7 +338,7 @@ mod tests {
         // ~1 KB records: a 2,000-record page becomes several messages, none over the limit.
         let big = "x".repeat(1000);
         let changes: Vec<Change> = (0..2000).map(|i| change(&i.to_string(), &big)).collect();
-        let bodies = encode_changes("c", 0, &changes, MAX_BODY_BYTES).unwrap();
+        let bodies = encode_changes("c", 0, false, &changes, MAX_BODY_BYTES).unwrap();
         assert!(bodies.len() >= 8);
         assert!(bodies.iter().all(|b| b.len() <= MAX_BODY_BYTES));
         let n: usize = bodies
@@ -340,7 +351,7 @@ mod tests {
         assert_eq!(n, 2000);
         let huge = change("h", &"y".repeat(MAX_BODY_BYTES));
         assert!(matches!(
-            encode_changes("c", 0, &[huge], MAX_BODY_BYTES),
+            encode_changes("c", 0, false, &[huge], MAX_BODY_BYTES),
             Err(EncodeError::ChangeTooLarge { .. })
         ));
     }

@@ -133,6 +133,7 @@ impl LocalPipeline {
             writer: self.writer.as_ref(),
             retry: self.queues.upsert.as_ref(),
             dlq: self.queues.upsert_dlq.as_ref(),
+            refetch: Some(self.queues.sync.as_ref()),
             deadline: None,
         };
         let report =
@@ -189,6 +190,7 @@ pub async fn upsert_received(
         .map(|m| InMessage {
             id: m.message_id.clone(),
             body: m.body.clone(),
+            receive_count: m.receive_count,
         })
         .collect();
     let report = apply_changes(&msgs, ports, policy).await;
@@ -228,6 +230,7 @@ fn add(total: &mut UpsertReport, r: &UpsertReport) {
     total.superseded += r.superseded;
     total.ignored += r.ignored;
     total.parked += r.parked;
+    total.refetched += r.refetched;
     total.dead_lettered += r.dead_lettered;
     total.retrying += r.retrying;
     total.throttled_for = total.throttled_for.max(r.throttled_for);

@@ -195,7 +195,7 @@ pub async fn run_sync_page(
         }
     }
     let group = format!("{}:{}:{}", job.job_id, job.entity, counts.pages);
-    send_changes(ports.upsert, correlation_id, &changes, &group).await?;
+    send_changes(ports.upsert, correlation_id, &changes, &group, true).await?;
     counts.enqueued += changes.len() as u64;
 
     if !page.more
@@ -369,6 +369,7 @@ async fn send_each(
             correlation_id,
             std::slice::from_ref(c),
             &c.key().to_string(),
+            false,
         )
         .await?;
     }
@@ -409,11 +410,12 @@ pub async fn send_changes(
     correlation_id: &str,
     changes: &[Change],
     group: &str,
+    from_page: bool,
 ) -> Result<(), StepError> {
     if changes.is_empty() {
         return Ok(());
     }
-    let bodies = message::encode_changes(correlation_id, 0, changes, MAX_BODY_BYTES)
+    let bodies = message::encode_changes(correlation_id, 0, from_page, changes, MAX_BODY_BYTES)
         .map_err(|e| StepError::Permanent(e.to_string()))?;
     let group_id = digest(group);
     let msgs = bodies
@@ -427,6 +429,18 @@ pub async fn send_changes(
         .collect();
     queue.send(msgs).await?;
     Ok(())
+}
+
+/// A fetch job as a sync-queue message: grouped per (source, entity), deduplicated by content.
+pub fn fetch_message(correlation_id: &str, job: FetchJob) -> OutMessage {
+    let group = format!("{}:{}", job.source, job.entity);
+    let body = message::encode(correlation_id, Message::Fetch(job));
+    OutMessage {
+        dedup_id: Some(digest(&body)),
+        group_id: Some(digest(&group)),
+        body,
+        ..OutMessage::default()
+    }
 }
 
 /// SHA-256 in hex: a group or deduplication id of SQS's allowed characters and length, whatever

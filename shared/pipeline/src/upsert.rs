@@ -9,6 +9,11 @@
 //!   reason, and the message is done (retrying cannot help);
 //! - anything retryable (throttling, 5xx, a queue that would not take the re-sent work): the
 //!   message fails and comes back; rewriting what did apply is harmless, upserts are idempotent.
+//!
+//! Except for a sync page's message: it is not ordered with the webhook changes of its records
+//! (those are grouped per record), so by the time it comes back newer changes may have been
+//! applied, and rewriting its snapshot would undo them. A page message delivered a second time
+//! is therefore turned into fetch jobs for its records (current state from the CRM) instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -17,7 +22,7 @@ use dataverse::{Applied, DataverseWriter, FailureKind, WriteError};
 use mapping::{Change, Entity, RecordKey, row};
 use tracing::{info, warn};
 
-use crate::message::{self, ChangeBatch, MAX_BODY_BYTES, Message};
+use crate::message::{self, ChangeBatch, FetchJob, MAX_BODY_BYTES, Message};
 use crate::queue::{ERROR_ATTRIBUTE, MAX_DELAY, OutMessage, Queue};
 use crate::sources::Sources;
 
@@ -26,6 +31,8 @@ use crate::sources::Sources;
 pub struct InMessage {
     pub id: String,
     pub body: String,
+    /// How many times the queue has delivered this message, this time included.
+    pub receive_count: u32,
 }
 
 pub struct UpsertPorts<'a> {
@@ -34,6 +41,10 @@ pub struct UpsertPorts<'a> {
     /// Where parked changes wait (a queue that supports per-message delays).
     pub retry: &'a dyn Queue,
     pub dlq: &'a dyn Queue,
+    /// Where a sync page's message that comes back after a failure is turned into fetch jobs
+    /// (the sync queue), so its records are re-read instead of written from a snapshot that
+    /// newer webhook changes may have overtaken. `None`: such pages are written as they are.
+    pub refetch: Option<&'a dyn Queue>,
     /// Stop writing at this instant (the Lambda deadline, less a margin): what is unfinished
     /// is retried from the queue instead of being cut off mid-request.
     pub deadline: Option<tokio::time::Instant>,
@@ -73,6 +84,8 @@ pub struct UpsertReport {
     /// Changes with nothing to write (a delete under the `ignore` policy).
     pub ignored: u64,
     pub parked: u64,
+    /// Changes of redelivered sync pages, sent to be re-read instead of written.
+    pub refetched: u64,
     pub dead_lettered: u64,
     /// Changes left for a retry of their message.
     pub retrying: u64,
@@ -84,6 +97,7 @@ struct Pending {
     msg: usize,
     correlation_id: String,
     attempt: u32,
+    from_page: bool,
     change: Change,
 }
 
@@ -99,17 +113,28 @@ pub async fn apply_changes(
 
     // Decode; a message that cannot be read goes to the DLQ as it is.
     let mut pending: Vec<Pending> = Vec::new();
+    let mut refetch: Vec<(usize, String, Vec<Change>)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         match message::decode(&m.body) {
             Ok(env) => match env.body {
-                Message::Changes(ChangeBatch { attempt, changes }) => {
-                    pending.extend(changes.into_iter().map(|change| Pending {
-                        msg: i,
-                        correlation_id: env.correlation_id.clone(),
-                        attempt,
-                        change,
-                    }))
+                Message::Changes(ChangeBatch {
+                    from_page: true,
+                    changes,
+                    ..
+                }) if m.receive_count > 1 && ports.refetch.is_some() => {
+                    refetch.push((i, env.correlation_id, changes));
                 }
+                Message::Changes(ChangeBatch {
+                    attempt,
+                    from_page,
+                    changes,
+                }) => pending.extend(changes.into_iter().map(|change| Pending {
+                    msg: i,
+                    correlation_id: env.correlation_id.clone(),
+                    attempt,
+                    from_page,
+                    change,
+                })),
                 other => {
                     dead.push(dead_letter(
                         m.body.clone(),
@@ -162,8 +187,8 @@ pub async fn apply_changes(
         }
     }
 
-    let mut parked: BTreeMap<(u32, String), Vec<Change>> = BTreeMap::new();
-    let mut parked_owner: BTreeMap<(u32, String), Vec<usize>> = BTreeMap::new();
+    let mut parked: BTreeMap<(u32, String, bool), Vec<Change>> = BTreeMap::new();
+    let mut parked_owner: BTreeMap<(u32, String, bool), Vec<usize>> = BTreeMap::new();
     for (_, ops) in by_entity {
         let reqs: Vec<mapping::DataverseOp> = ops.iter().map(|(_, op)| op.clone()).collect();
         let results = ports.writer.apply(&reqs, ports.deadline).await;
@@ -184,7 +209,7 @@ pub async fn apply_changes(
                         failed[p.msg] = true;
                     }
                     FailureKind::MissingParent if p.attempt < policy.parent_retries => {
-                        let key = (p.attempt + 1, p.correlation_id.clone());
+                        let key = (p.attempt + 1, p.correlation_id.clone(), p.from_page);
                         parked
                             .entry(key.clone())
                             .or_default()
@@ -207,26 +232,27 @@ pub async fn apply_changes(
     }
 
     // Park contacts whose parent is missing.
-    for ((attempt, corr), changes) in parked {
+    for ((attempt, corr, from_page), changes) in parked {
         let delay = policy
             .parent_delay
             .saturating_mul(1 << (attempt - 1).min(16))
             .min(MAX_DELAY);
-        let owners = &parked_owner[&(attempt, corr.clone())];
-        let sent = match message::encode_changes(&corr, attempt, &changes, MAX_BODY_BYTES) {
-            Ok(bodies) => {
-                let msgs = bodies
-                    .into_iter()
-                    .map(|body| OutMessage {
-                        body,
-                        delay,
-                        ..OutMessage::default()
-                    })
-                    .collect();
-                ports.retry.send(msgs).await.map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
+        let owners = &parked_owner[&(attempt, corr.clone(), from_page)];
+        let sent =
+            match message::encode_changes(&corr, attempt, from_page, &changes, MAX_BODY_BYTES) {
+                Ok(bodies) => {
+                    let msgs = bodies
+                        .into_iter()
+                        .map(|body| OutMessage {
+                            body,
+                            delay,
+                            ..OutMessage::default()
+                        })
+                        .collect();
+                    ports.retry.send(msgs).await.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
         match sent {
             Ok(()) => report.parked += changes.len() as u64,
             Err(reason) => {
@@ -234,6 +260,19 @@ pub async fn apply_changes(
                 report.retrying += changes.len() as u64;
                 for o in owners {
                     failed[*o] = true;
+                }
+            }
+        }
+    }
+
+    // Redelivered pages: their records are re-read from the CRM.
+    if let Some(sync) = ports.refetch {
+        for (i, corr, changes) in refetch {
+            match send_refetch(sync, &corr, &changes).await {
+                Ok(()) => report.refetched += changes.len() as u64,
+                Err(reason) => {
+                    warn!(correlation_id = %corr, %reason, "could not queue the re-read of a redelivered page; it will be retried");
+                    failed[i] = true;
                 }
             }
         }
@@ -271,6 +310,27 @@ pub async fn apply_changes(
     report
 }
 
+/// One fetch job per (source, entity) for the records of a redelivered page, on the sync queue.
+async fn send_refetch(sync: &dyn Queue, corr: &str, changes: &[Change]) -> Result<(), String> {
+    let mut jobs: BTreeMap<(String, Entity), FetchJob> = BTreeMap::new();
+    for c in changes {
+        jobs.entry((c.source.to_string(), c.entity))
+            .or_insert_with(|| FetchJob {
+                source: c.source.clone(),
+                entity: c.entity,
+                ids: Vec::new(),
+                reason: "a sync page came back after a failure; its records are re-read".into(),
+            })
+            .ids
+            .push(c.source_id.clone());
+    }
+    let msgs = jobs
+        .into_values()
+        .map(|job| crate::sync::fetch_message(corr, job))
+        .collect();
+    sync.send(msgs).await.map_err(|e| e.to_string())
+}
+
 fn kind_of(m: &Message) -> &'static str {
     match m {
         Message::Changes(_) => "changes",
@@ -291,6 +351,7 @@ fn change_letter(p: &Pending, reason: String) -> OutMessage {
             &p.correlation_id,
             Message::Changes(ChangeBatch {
                 attempt: p.attempt,
+                from_page: p.from_page,
                 changes: vec![p.change.clone()],
             }),
         ),

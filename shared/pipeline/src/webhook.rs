@@ -18,11 +18,11 @@ use serde_json::Value;
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::message::{self, FetchJob, Message};
+use crate::message::FetchJob;
 use crate::queue::{ERROR_ATTRIBUTE, OutMessage, Queue};
 use crate::recent::RecentEvents;
 use crate::sources::Sources;
-use crate::sync::{StepError, digest, send_changes};
+use crate::sync::{StepError, fetch_message, send_changes};
 
 pub struct WebhookPorts<'a> {
     pub sources: &'a Sources,
@@ -497,21 +497,14 @@ async fn enqueue(
             correlation_id,
             std::slice::from_ref(c),
             &c.key().to_string(),
+            false,
         )
         .await?;
     }
     if !fetches.is_empty() {
         let msgs = fetches
             .iter()
-            .map(|f| {
-                let body = message::encode(correlation_id, Message::Fetch(f.clone()));
-                OutMessage {
-                    dedup_id: Some(digest(&body)),
-                    group_id: Some(digest(&format!("{}:{}", f.source, f.entity))),
-                    body,
-                    ..OutMessage::default()
-                }
-            })
+            .map(|f| fetch_message(correlation_id, f.clone()))
             .collect();
         ports.sync.send(msgs).await.map_err(StepError::from)?;
     }

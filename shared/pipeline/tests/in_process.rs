@@ -200,8 +200,10 @@ async fn initial_sync_then_webhooks_end_in_exact_rows() {
     ]);
     assert_eq!(s.dataverse.rows(), want);
     // Accounts (3 in 2 pages) + contacts (3 in 2 pages) + the catch-up pass (all records are
-    // older than the job, so one empty page per entity).
-    assert_eq!(totals.sync_messages, 6);
+    // older than the job, so one empty page per entity) + one fetch job: the first page's write
+    // failed (the injected throttle and deadlock), so when it came back it was re-read.
+    assert_eq!(totals.sync_messages, 7);
+    assert_eq!(totals.upsert.refetched, 2);
 
     // Webhooks: a contact arrives before its account; an update with the full record; a
     // change event that names a record (fetched from the CRM); a delete.
@@ -434,4 +436,57 @@ async fn changes_during_the_walk_are_right_after_the_catch_up_pass() {
     let rows = s.dataverse.rows();
     assert_eq!(rows, want);
     assert!(p.queues.upsert_dlq.is_empty() && p.queues.sync_dlq.is_empty());
+}
+
+#[tokio::test]
+async fn a_page_that_comes_back_after_a_failure_is_re_read_not_rewritten() {
+    let s = setup();
+    let p = &s.pipeline;
+    start_sync(&src(), &[Entity::Account], &p.sync_ports())
+        .await
+        .unwrap();
+    let mut totals = Default::default();
+    p.sync_batch(Duration::ZERO, &mut totals).await; // page 1: A1, A2
+    // Dataverse fails both writes: the page's message comes back later.
+    let outage = || WriteError::Retryable {
+        code: "0x80040216".into(),
+        message: "unavailable".into(),
+    };
+    s.dataverse.inject([outage(), outage()]);
+    p.upsert_batch(Duration::ZERO, &mut totals).await;
+    assert!(s.dataverse.rows().is_empty());
+    // Meanwhile A1 is renamed and A2 deleted in the CRM, and their webhooks are applied.
+    let now = Utc::now();
+    s.crm.put(
+        Entity::Account,
+        A1,
+        now,
+        account(A1, "Acme Renamed", "+1 415 555 0111", now.timestamp()),
+    );
+    s.crm.remove(Entity::Account, A2);
+    let ports = p.webhook_ports();
+    let update = json!({"entity": "account", "operation": "update", "id": A1,
+        "modified_at": now.to_rfc3339(), "record": account(A1, "Acme Renamed", "+1 415 555 0111", now.timestamp())});
+    handle_webhook("sf", update.to_string().as_bytes(), "w1", &ports)
+        .await
+        .unwrap();
+    let delete = json!({"entity": "account", "operation": "delete", "id": A2, "modified_at": now.to_rfc3339()});
+    handle_webhook("sf", delete.to_string().as_bytes(), "w2", &ports)
+        .await
+        .unwrap();
+    // The page comes back: its records are re-read, so neither change is undone.
+    let (totals, idle) = p.run_until_idle(Duration::from_secs(20)).await;
+    assert!(idle, "{totals:?}");
+    assert_eq!(totals.upsert.refetched, 2, "{totals:?}");
+    let want = expected(vec![
+        (
+            key(Entity::Account, A1),
+            account_row(A1, "Acme Renamed", "+14155550111"),
+        ),
+        (
+            key(Entity::Account, A3),
+            account_row(A3, "Initech", "+14155550103"),
+        ),
+    ]);
+    assert_eq!(s.dataverse.rows(), want);
 }

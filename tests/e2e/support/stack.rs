@@ -150,6 +150,7 @@ impl Stack {
             writer: Box::new(WebApiClient::new(dv_cfg).expect("dataverse client")),
             retry: queue(&queues.retry.url),
             dlq: queue(&queues.upsert_dlq.url),
+            refetch: Some(queue(&queues.sync.url)),
             policy: UpsertPolicy {
                 // SQS delays are whole seconds: 1 s, 2 s, 4 s ... instead of 30 s, 60 s ...
                 parent_delay: Duration::from_secs(1),
