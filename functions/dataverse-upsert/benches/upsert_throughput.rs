@@ -122,6 +122,7 @@ async fn run(mode_name: &str, records: usize) {
             None,
         ))),
         refetch: None,
+        origins: Vec::new(),
         policy: UpsertPolicy::default(),
     });
     // Build every event first: the clock measures the function, not the test data.

@@ -1,6 +1,7 @@
 //! The dataverse-upsert function's handler: an SQS batch in, `apply_changes` over the ports, the
 //! failed message ids out. Kept in a library so tests drive it exactly as Lambda does.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -21,12 +22,17 @@ pub struct App {
     /// The sync queue: a sync page's message that comes back after a failure is re-read from
     /// the CRM instead of written (see `UpsertPorts::refetch`).
     pub refetch: Option<Box<dyn Queue>>,
+    /// The queues this function consumes (upsert, retry), by name: a message that failed
+    /// because Dataverse throttled comes back after its Retry-After instead of after the queue's
+    /// whole visibility timeout (six times the function's).
+    pub origins: Vec<Box<dyn Queue>>,
     pub policy: UpsertPolicy,
 }
 
 pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchResponse {
     let mut failed = Vec::new();
     let mut msgs = Vec::with_capacity(event.records.len());
+    let receipts = receipts(&event);
     for r in event.records {
         match (r.message_id, r.body) {
             (Some(id), Some(body)) => msgs.push(InMessage {
@@ -53,6 +59,35 @@ pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchRes
         deadline: lambda_common::stop_at(deadline_ms, DEADLINE_MARGIN),
     };
     let report = apply_changes(&msgs, &ports, &app.policy).await;
+    if let Some(wait) = report.throttled_for {
+        for (queue, receipt) in report.failed.iter().filter_map(|id| receipts.get(id)) {
+            let Some(q) = app.origins.iter().find(|q| q.name() == queue) else {
+                continue;
+            };
+            if let Err(e) = q.release(receipt, wait).await {
+                // The message still comes back, after the queue's visibility timeout.
+                tracing::warn!(queue = %queue, error = %e, "could not shorten a throttled message's wait");
+            }
+        }
+    }
     failed.extend(report.failed);
     lambda_common::batch_response(failed)
+}
+
+/// Per message id: the name of the queue it came from (the last part of its ARN) and its
+/// receipt handle.
+pub fn receipts(event: &SqsEvent) -> HashMap<String, (String, String)> {
+    event
+        .records
+        .iter()
+        .filter_map(|r| {
+            let queue = r
+                .event_source_arn
+                .as_deref()?
+                .rsplit(':')
+                .next()?
+                .to_string();
+            Some((r.message_id.clone()?, (queue, r.receipt_handle.clone()?)))
+        })
+        .collect()
 }

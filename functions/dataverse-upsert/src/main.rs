@@ -4,7 +4,8 @@
 //! Environment: `CRM_SYNC_CONFIG` or `CRM_SYNC_CONFIG_FILE`; `DATAVERSE_URL`,
 //! `DATAVERSE_TENANT`, `DATAVERSE_CLIENT_ID`, `DATAVERSE_CLIENT_SECRET` (the secret or an
 //! `aws-secret:` reference), optionally `DATAVERSE_TOKEN_URL`; `RETRY_QUEUE_URL`, `DLQ_URL`,
-//! optionally `SYNC_QUEUE_URL` (redelivered sync pages are re-read through it) and
+//! optionally `SYNC_QUEUE_URL` (redelivered sync pages are re-read through it),
+//! `UPSERT_QUEUE_URL` (throttled messages come back after Dataverse's Retry-After) and
 //! `SQS_ENDPOINT`. Built during the first invocation, not at init, because the secrets
 //! extension answers only then; a failure there fails that invocation (its messages come back).
 
@@ -37,6 +38,11 @@ async fn build() -> anyhow::Result<App> {
         sources,
         writer: Box::new(WebApiClient::new(dv)?),
         retry: Box::new(SqsQueue::new(sqs.clone(), env("RETRY_QUEUE_URL")?)),
+        origins: [env_opt("UPSERT_QUEUE_URL"), Some(env("RETRY_QUEUE_URL")?)]
+            .into_iter()
+            .flatten()
+            .map(|url| Box::new(SqsQueue::new(sqs.clone(), url)) as Box<dyn pipeline::Queue>)
+            .collect(),
         refetch: env_opt("SYNC_QUEUE_URL")
             .map(|url| Box::new(SqsQueue::new(sqs.clone(), url)) as Box<dyn pipeline::Queue>),
         dlq: Box::new(SqsQueue::new(sqs, env("DLQ_URL")?)),

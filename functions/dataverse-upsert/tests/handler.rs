@@ -109,6 +109,7 @@ async fn setup(limits: Option<Limits>) -> Setup {
         retry: Box::new(retry.clone()),
         dlq: Box::new(dlq.clone()),
         refetch: None,
+        origins: Vec::new(),
         policy: UpsertPolicy {
             parent_retries: 3,
             parent_delay: Duration::from_millis(1),
@@ -304,4 +305,89 @@ async fn the_handler_stops_before_the_lambda_deadline() {
         .is_empty()
     );
     assert_eq!(s.emu.rows("account").len(), 2);
+}
+
+#[tokio::test]
+async fn a_throttled_message_comes_back_after_retry_after_not_the_visibility_timeout() {
+    // Dataverse allows one request per 2-second window; the client does not wait out a
+    // throttle itself, so the throttled message fails back to the function.
+    let emu = Emulator::start(EmulatorConfig {
+        limits: Limits {
+            window: Duration::from_secs(2),
+            max_requests: 1,
+            ..Limits::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dv = WebApiConfig {
+        api_url: emu.api_url(),
+        token_url: emu.token_url(),
+        client_id: "client-1".into(),
+        client_secret: Secret::new("secret-1"),
+        client_certificate: None,
+        scope: format!("{}/.default", emu.base_url()),
+        mode: WriteMode::Single,
+        max_concurrency: 1,
+        request_timeout: Duration::from_secs(5),
+        max_attempts: 1,
+        max_throttle_wait: Duration::ZERO,
+    };
+    let mut sc = SourceConfig::new(src(), CrmKind::Salesforce, "https://acme.my.salesforce.com");
+    sc.crm_choice = Some(1);
+    // The upsert queue, with SQS's default-like 30 s visibility timeout.
+    let upsert = Arc::new(MemoryQueue::new(
+        "crm-sync-upsert.fifo",
+        MemoryQueueConfig::default(),
+        None,
+    ));
+    let q = |n: &str| Arc::new(MemoryQueue::new(n, MemoryQueueConfig::default(), None));
+    let app = App {
+        sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
+        writer: Box::new(WebApiClient::new(dv).unwrap()),
+        retry: Box::new(q("retry")),
+        dlq: Box::new(q("dlq")),
+        refetch: None,
+        origins: vec![Box::new(upsert.clone())],
+        policy: UpsertPolicy::default(),
+    };
+    let sent = event(&[vec![account("A1", "a", 1)], vec![account("A2", "b", 1)]]);
+    upsert
+        .send(
+            sent.records
+                .iter()
+                .map(|m| pipeline::OutMessage::new(m.body.clone().unwrap()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    // Received as Lambda's event source mapping receives them.
+    let got = upsert.receive(10, Duration::ZERO).await.unwrap();
+    let mut e = SqsEvent::default();
+    for r in &got {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(r.message_id.clone());
+        m.receipt_handle = Some(r.receipt.clone());
+        m.body = Some(r.body.clone());
+        m.event_source_arn = Some("arn:aws:sqs:eu-west-1:123456789012:crm-sync-upsert.fifo".into());
+        e.records.push(m);
+    }
+    let r = handle(&app, e, 0).await;
+    let failed = failures(&r);
+    assert_eq!(
+        failed.len(),
+        1,
+        "one of the two writes was throttled: {failed:?}"
+    );
+    // Back within Retry-After (at most the 2 s window), not after the 30 s visibility timeout.
+    let again = upsert.receive(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|m| m.message_id.clone())
+            .collect::<Vec<_>>(),
+        failed
+    );
+    assert!(emu.stats().throttled > 0);
 }

@@ -151,6 +151,7 @@ impl Stack {
             retry: queue(&queues.retry.url),
             dlq: queue(&queues.upsert_dlq.url),
             refetch: Some(queue(&queues.sync.url)),
+            origins: vec![queue(&queues.upsert.url), queue(&queues.retry.url)],
             policy: UpsertPolicy {
                 // SQS delays are whole seconds: 1 s, 2 s, 4 s ... instead of 30 s, 60 s ...
                 parent_delay: Duration::from_secs(1),
