@@ -132,6 +132,13 @@ enum SyncCommand {
         /// The state file serve runs on.
         #[arg(long, default_value = "crm-sync.sqlite")]
         state: PathBuf,
+        /// Start it on a deployed stack instead: its sync queue's URL (the stack's
+        /// `SyncQueueUrl` output); AWS credentials and region come from the environment.
+        #[arg(long, value_name = "URL")]
+        sqs_queue_url: Option<String>,
+        /// With --sqs-queue-url: another SQS endpoint.
+        #[arg(long, value_name = "URL", requires = "sqs_queue_url")]
+        sqs_endpoint: Option<String>,
     },
     /// Show a job's progress (pages, records read, enqueued, skipped, deleted, pending writes,
     /// phase; finished or not), or every job's without JOB_ID. Exit code 1 if a job shown failed.
@@ -238,12 +245,18 @@ fn sync(command: SyncCommand) -> ExitCode {
             source,
             entities,
             state,
+            sqs_queue_url,
+            sqs_endpoint,
         } => {
             let args = sync_cmd::StartArgs {
                 config,
                 source,
                 entities,
                 state,
+                sqs: sqs_queue_url.map(|queue_url| sync_cmd::SqsTarget {
+                    queue_url,
+                    endpoint: sqs_endpoint,
+                }),
             };
             match rt.block_on(sync_cmd::start(&args)) {
                 Ok(job_id) => {

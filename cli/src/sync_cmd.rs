@@ -1,5 +1,6 @@
 //! `crm-sync sync start` and `crm-sync sync status`: start an initial sync on the local runner's
-//! state file (the running `crm-sync serve` picks it up), and show how far a job is.
+//! state file (the running `crm-sync serve` picks it up) or on a deployed stack's sync queue (the
+//! initial-sync function picks it up), and show how far a local job is.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +19,15 @@ pub struct StartArgs {
     /// Empty: every entity (accounts before contacts).
     pub entities: Vec<Entity>,
     pub state: PathBuf,
+    /// A deployed stack's sync queue (the `SyncQueueUrl` output) instead of the state file,
+    /// with an optional SQS endpoint (another region's, or a local SQS).
+    pub sqs: Option<SqsTarget>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqsTarget {
+    pub queue_url: String,
+    pub endpoint: Option<String>,
 }
 
 /// Enqueues the first page job of an initial sync of `source`; returns the job id.
@@ -51,6 +61,22 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<String> {
         );
     }
     let source = SourceId::new(&args.source)?;
+    if let Some(target) = &args.sqs {
+        // What the initial-sync function does on a direct invoke: the first page job, on the
+        // stack's sync queue, with the AWS credentials of the environment.
+        let client = sqs::SqsQueue::client(target.endpoint.as_deref()).await;
+        let queue = sqs::SqsQueue::new(client, target.queue_url.clone());
+        let crms = Crms::new();
+        let ports = SyncPorts {
+            sources: &sources,
+            crms: &crms,
+            upsert: &queue,
+            sync: &queue,
+        };
+        return start_sync(&source, &args.entities, &ports)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the sync on {}: {e}", target.queue_url));
+    }
     let state = LocalState::open(&args.state)?;
     let crms = Crms::new();
     let ports = SyncPorts {

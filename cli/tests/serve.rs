@@ -117,6 +117,7 @@ secret = "file:{hook_secret}"
             source: "salesforce".into(),
             entities: vec![],
             state: self.state.clone(),
+            sqs: None,
         }
     }
 
