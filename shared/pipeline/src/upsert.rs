@@ -121,7 +121,10 @@ pub async fn apply_changes(
                     from_page: true,
                     changes,
                     ..
-                }) if m.receive_count > 1 && ports.refetch.is_some() => {
+                }) if m.receive_count > 1
+                    && ports.refetch.is_some()
+                    && changes.iter().all(|c| can_refetch(ports.sources, c)) =>
+                {
                     refetch.push((i, env.correlation_id, changes));
                 }
                 Message::Changes(ChangeBatch {
@@ -308,6 +311,15 @@ pub async fn apply_changes(
         "upsert batch done"
     );
     report
+}
+
+/// Whether the CRM of a change's source can be asked for a record by id. A generic REST source
+/// may have no `fetch_url`: its redelivered pages are written as they are (the catch-up pass and
+/// webhooks still converge), rather than turned into fetch jobs that would fail.
+fn can_refetch(sources: &Sources, c: &Change) -> bool {
+    sources
+        .get(&c.source)
+        .is_some_and(|m| m.kind != mapping::CrmKind::Generic)
 }
 
 /// One fetch job per (source, entity) for the records of a redelivered page, on the sync queue.

@@ -490,3 +490,72 @@ async fn a_page_that_comes_back_after_a_failure_is_re_read_not_rewritten() {
     ]);
     assert_eq!(s.dataverse.rows(), want);
 }
+
+#[tokio::test]
+async fn a_generic_sources_page_that_comes_back_is_written_not_re_read() {
+    // A generic REST source may have no fetch_url: its pages cannot be re-read by id.
+    let crm = Arc::new(MemoryCrm::new());
+    for (id, name) in [("g-1", "Alpha"), ("g-2", "Beta")] {
+        crm.put(
+            Entity::Account,
+            id,
+            t(1),
+            json!({"uid": id, "title": name, "changed": t(1).to_rfc3339()}),
+        );
+    }
+    let source = SourceId::new("gen").unwrap();
+    let mut cfg = SourceConfig::new(source.clone(), CrmKind::Generic, "https://crm.example.com");
+    cfg.crm_choice = Some(9);
+    cfg.mapping = toml::from_str(
+        r#"
+        [account]
+        id = "/uid"
+        modified = "/changed"
+        record_url = "{base_url}/companies/{id}"
+        [account.columns]
+        name = "/title"
+        [contact]
+        id = "/uid"
+        record_url = "{base_url}/people/{id}"
+        [contact.columns]
+        lastname = "/family"
+        "#,
+    )
+    .unwrap();
+    let dataverse = Arc::new(MemoryDataverse::new());
+    let mut crms: HashMap<SourceId, Arc<dyn CrmReader>> = HashMap::new();
+    crms.insert(source.clone(), crm.clone());
+    let p = LocalPipeline {
+        sources: Arc::new(
+            pipeline::Sources::new(&[cfg], IdentityStrategy::DeterministicId).unwrap(),
+        ),
+        crms,
+        writer: dataverse.clone(),
+        queues: LocalQueues::new(MemoryQueueConfig {
+            visibility_timeout: Duration::from_millis(200),
+            ..MemoryQueueConfig::default()
+        }),
+        settings: SyncSettings {
+            page_size: 2,
+            ..SyncSettings::default()
+        },
+        policy: UpsertPolicy::default(),
+        batch_size: 10,
+        recent: Default::default(),
+    };
+    start_sync(&source, &[Entity::Account], &p.sync_ports())
+        .await
+        .unwrap();
+    let mut totals = Default::default();
+    p.sync_batch(Duration::ZERO, &mut totals).await;
+    let outage = || WriteError::Retryable {
+        code: "0x80040216".into(),
+        message: "unavailable".into(),
+    };
+    dataverse.inject([outage(), outage()]);
+    p.upsert_batch(Duration::ZERO, &mut totals).await;
+    let (totals, idle) = p.run_until_idle(Duration::from_secs(20)).await;
+    assert!(idle, "{totals:?}");
+    assert_eq!(totals.upsert.refetched, 0, "{totals:?}");
+    assert_eq!(dataverse.rows().len(), 2);
+}
