@@ -1,7 +1,10 @@
 //! What every HTTP CRM client shares: its HTTP client, which URLs may receive our credentials,
 //! and reading the walk position off a listed record.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
 
 use mapping::transform::parse_timestamp;
 use reqwest::Url;
@@ -61,6 +64,46 @@ pub fn follow_link(base: &Url, link: &str, path_prefix: &str, crm: &str) -> Resu
         )));
     }
     Ok(url)
+}
+
+/// `X-RateLimit-Reset` values above this are epoch seconds, below it seconds to wait (APIs
+/// use both; no delay is 30 years long).
+const EPOCH_THRESHOLD: u64 = 1_000_000_000;
+
+/// How long to wait: `Retry-After` (seconds or an HTTP date), else `X-RateLimit-Reset` (epoch
+/// seconds, or seconds to wait when small), else `default`. Never zero.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime, default: Duration) -> Duration {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if let Some(v) = text("Retry-After") {
+        if let Ok(s) = v.parse::<u64>() {
+            return Duration::from_secs(s.max(1));
+        }
+        if let Ok(t) = DateTime::parse_from_rfc2822(v) {
+            let at = t.with_timezone(&Utc).timestamp().max(0) as u64;
+            return Duration::from_secs(at.saturating_sub(now_secs).max(1));
+        }
+    }
+    if let Some(v) = text("X-RateLimit-Reset") {
+        let secs = v
+            .parse::<u64>()
+            .ok()
+            .or_else(|| v.parse::<f64>().ok().map(|f| f.max(0.0).ceil() as u64));
+        if let Some(n) = secs {
+            let wait = if n > EPOCH_THRESHOLD {
+                n.saturating_sub(now_secs)
+            } else {
+                n
+            };
+            return Duration::from_secs(wait.max(1));
+        }
+    }
+    default
 }
 
 /// The (last modified, id) position of a listed record; the timestamp in any of the CRMs'

@@ -385,18 +385,9 @@ impl CrmReader for PipedriveClient {
     // `list_deleted` keeps the trait's default (`None`): see the module documentation.
 }
 
-/// `Retry-After` seconds, else `x-ratelimit-reset` (seconds until the window resets), else a
-/// default.
+/// How long the CRM asked us to wait (see [`crate::http::retry_after`]).
 fn retry_after(headers: &HeaderMap) -> Duration {
-    let num = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    num("Retry-After")
-        .or_else(|| num("x-ratelimit-reset"))
-        .map_or(DEFAULT_RATE_PAUSE, |s| Duration::from_secs(s.max(1)))
+    crate::http::retry_after(headers, std::time::SystemTime::now(), DEFAULT_RATE_PAUSE)
 }
 
 /// `{"success": false, "error": "...", "error_info": "..."}` → (error, error_info).

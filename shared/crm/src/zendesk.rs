@@ -644,13 +644,9 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// `Retry-After` in seconds, else a default.
+/// How long the CRM asked us to wait (see [`crate::http::retry_after`]).
 fn retry_after(headers: &HeaderMap) -> Duration {
-    headers
-        .get("Retry-After")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_RATE_PAUSE, Duration::from_secs)
+    crate::http::retry_after(headers, std::time::SystemTime::now(), DEFAULT_RATE_PAUSE)
 }
 
 /// `{"error": "Code", "description": "..."}` or `{"error": {"title", "message"}}` →

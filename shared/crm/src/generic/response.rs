@@ -1,23 +1,20 @@
 //! Reading responses: values at JSON pointers, the `Link` header, rate-limit pauses, the offset
 //! rule, status classification and short, secret-free error excerpts. All pure.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use super::config::ErrorMatch;
+pub use crate::http::retry_after;
 use crate::reader::CrmError;
 
 /// Pause after a 429/503 that names no time.
 pub const DEFAULT_RATE_PAUSE: Duration = Duration::from_secs(60);
 /// Characters of a response body quoted in an error.
 const EXCERPT: usize = 200;
-/// `X-RateLimit-Reset` values above this are epoch seconds, below it seconds to wait (APIs
-/// use both; no delay is 30 years long).
-const EPOCH_THRESHOLD: u64 = 1_000_000_000;
 
 /// A record's id: a non-empty string, or a number written in decimal.
 pub fn id_string(v: &Value) -> Option<String> {
@@ -173,42 +170,6 @@ fn unquoted(s: &str, sep: char) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
-/// How long to wait: `Retry-After` (seconds or an HTTP date), else `X-RateLimit-Reset` (epoch
-/// seconds, or seconds to wait when small), else `default`. Never zero.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime, default: Duration) -> Duration {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    if let Some(v) = text("Retry-After") {
-        if let Ok(s) = v.parse::<u64>() {
-            return Duration::from_secs(s.max(1));
-        }
-        if let Ok(t) = DateTime::parse_from_rfc2822(v) {
-            let at = t.with_timezone(&Utc).timestamp().max(0) as u64;
-            return Duration::from_secs(at.saturating_sub(now_secs).max(1));
-        }
-    }
-    if let Some(v) = text("X-RateLimit-Reset") {
-        let secs = v
-            .parse::<u64>()
-            .ok()
-            .or_else(|| v.parse::<f64>().ok().map(|f| f.max(0.0).ceil() as u64));
-        if let Some(n) = secs {
-            let wait = if n > EPOCH_THRESHOLD {
-                n.saturating_sub(now_secs)
-            } else {
-                n
-            };
-            return Duration::from_secs(wait.max(1));
-        }
-    }
-    default
-}
-
 /// The start of a body for an error message: whitespace collapsed, at most 200 characters,
 /// every secret replaced.
 pub fn excerpt(text: &str, secrets: &[&str]) -> String {
@@ -273,6 +234,7 @@ pub fn classify(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::UNIX_EPOCH;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -63,7 +63,7 @@ pub use auth::{ServiceNowAuth, ServiceNowOAuth};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -544,24 +544,9 @@ fn link_next(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// `Retry-After` seconds, else `X-RateLimit-Reset` (epoch seconds) minus now, else a default.
+/// How long the CRM asked us to wait (see [`crate::http::retry_after`]).
 fn retry_after(headers: &HeaderMap) -> Duration {
-    let num = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    if let Some(s) = num("Retry-After") {
-        return Duration::from_secs(s);
-    }
-    if let Some(reset) = num("X-RateLimit-Reset") {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        return Duration::from_secs(reset.saturating_sub(now).max(1));
-    }
-    DEFAULT_RATE_PAUSE
+    crate::http::retry_after(headers, SystemTime::now(), DEFAULT_RATE_PAUSE)
 }
 
 /// `{"error":{"message","detail"},"status":"failure"}` → (message, detail).
