@@ -289,7 +289,7 @@ async fn enqueue_deletions(
     for chunk in ids.chunks(100) {
         let changes = fetch_changes(&job.source, job.entity, chunk, correlation_id, ports).await?;
         deleted += changes.iter().filter(|c| c.op == Operation::Delete).count() as u64;
-        send_each(&changes, correlation_id, ports).await?;
+        send_per_record(ports.upsert, correlation_id, &changes).await?;
     }
     info!(job_id = %job.job_id, entity = %job.entity, listed = ids.len(), deleted, "catch-up deletions enqueued");
     Ok(deleted)
@@ -303,7 +303,7 @@ pub async fn run_fetch(
     ports: &SyncPorts<'_>,
 ) -> Result<usize, StepError> {
     let changes = fetch_changes(&job.source, job.entity, &job.ids, correlation_id, ports).await?;
-    send_each(&changes, correlation_id, ports).await?;
+    send_per_record(ports.upsert, correlation_id, &changes).await?;
     info!(correlation_id, entity = %job.entity, ids = job.ids.len(), enqueued = changes.len(), reason = %job.reason, "fetch done");
     Ok(changes.len())
 }
@@ -357,25 +357,6 @@ async fn fetch_changes(
     Ok(changes)
 }
 
-/// One message per record, grouped by the record, so its changes stay in order.
-async fn send_each(
-    changes: &[Change],
-    correlation_id: &str,
-    ports: &SyncPorts<'_>,
-) -> Result<(), StepError> {
-    for c in changes {
-        send_changes(
-            ports.upsert,
-            correlation_id,
-            std::slice::from_ref(c),
-            &c.key().to_string(),
-            false,
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 fn reader<'a>(ports: &'a SyncPorts<'_>, source: &SourceId) -> Result<&'a dyn CrmReader, StepError> {
     ports
         .crms
@@ -415,10 +396,45 @@ pub async fn send_changes(
     if changes.is_empty() {
         return Ok(());
     }
+    queue
+        .send(change_messages(correlation_id, changes, group, from_page)?)
+        .await?;
+    Ok(())
+}
+
+/// One message per record, grouped by the record (its changes stay in order), sent together.
+pub async fn send_per_record(
+    queue: &dyn Queue,
+    correlation_id: &str,
+    changes: &[Change],
+) -> Result<(), StepError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut msgs = Vec::with_capacity(changes.len());
+    for c in changes {
+        msgs.extend(change_messages(
+            correlation_id,
+            std::slice::from_ref(c),
+            &c.key().to_string(),
+            false,
+        )?);
+    }
+    queue.send(msgs).await?;
+    Ok(())
+}
+
+/// `changes` as upsert-queue messages under the size limit, in `group`.
+fn change_messages(
+    correlation_id: &str,
+    changes: &[Change],
+    group: &str,
+    from_page: bool,
+) -> Result<Vec<OutMessage>, StepError> {
     let bodies = message::encode_changes(correlation_id, 0, from_page, changes, MAX_BODY_BYTES)
         .map_err(|e| StepError::Permanent(e.to_string()))?;
     let group_id = digest(group);
-    let msgs = bodies
+    Ok(bodies
         .into_iter()
         .map(|body| OutMessage {
             dedup_id: Some(digest(&body)),
@@ -426,9 +442,7 @@ pub async fn send_changes(
             body,
             ..OutMessage::default()
         })
-        .collect();
-    queue.send(msgs).await?;
-    Ok(())
+        .collect())
 }
 
 /// A fetch job as a sync-queue message: grouped per (source, entity), deduplicated by content.

@@ -22,7 +22,7 @@ use crate::message::FetchJob;
 use crate::queue::{ERROR_ATTRIBUTE, OutMessage, Queue};
 use crate::recent::RecentEvents;
 use crate::sources::Sources;
-use crate::sync::{StepError, fetch_message, send_changes};
+use crate::sync::{StepError, fetch_message, send_per_record};
 
 pub struct WebhookPorts<'a> {
     pub sources: &'a Sources,
@@ -491,16 +491,7 @@ async fn enqueue(
         }
     }
 
-    for c in &changes {
-        send_changes(
-            ports.upsert,
-            correlation_id,
-            std::slice::from_ref(c),
-            &c.key().to_string(),
-            false,
-        )
-        .await?;
-    }
+    send_per_record(ports.upsert, correlation_id, &changes).await?;
     if !fetches.is_empty() {
         let msgs = fetches
             .iter()
