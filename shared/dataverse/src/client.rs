@@ -440,6 +440,39 @@ impl WebApiClient {
         }
     }
 
+    /// A read (`WhoAmI`, metadata, a page of rows) with the same retry policy as writes:
+    /// `path` is relative to the API URL (`WhoAmI`, `accounts?$select=…`) or a whole
+    /// `@odata.nextLink` on the same API. `prefer` is sent as the `Prefer` header (e.g.
+    /// `odata.maxpagesize=500`, "Page results"). Non-2xx answers keep Dataverse's error code.
+    pub async fn get_json(&self, path: &str, prefer: Option<&str>) -> Result<Value, WriteError> {
+        let url = if path.starts_with(self.cfg.api_url.as_str()) {
+            path.to_string()
+        } else if path.contains("://") {
+            // A next link is sent our bearer token: it must stay on the configured API.
+            return Err(WriteError::Permanent {
+                status: 0,
+                code: "foreign-link".into(),
+                message: "a link outside the configured Dataverse API was not followed".into(),
+            });
+        } else {
+            format!("{}{}", self.cfg.api_url, path.trim_start_matches('/'))
+        };
+        let headers: Vec<(&str, &str)> = prefer.map(|p| ("Prefer", p)).into_iter().collect();
+        let r = self
+            .exchange(reqwest::Method::GET, &url, &headers, None, None)
+            .await?;
+        if !(200..300).contains(&r.status) {
+            return Err(classify_whole(&r));
+        }
+        serde_json::from_slice(&r.body).map_err(|e| WriteError::Retryable {
+            code: "invalid-json".into(),
+            message: format!(
+                "Dataverse answered {} with a body that is not JSON: {e}",
+                r.status
+            ),
+        })
+    }
+
     /// Whether a table supports the bulk messages: both CreateMultiple and UpdateMultiple must
     /// have an `sdkmessagefilters` row for it ("Use bulk operation messages"). Asked once.
     pub async fn supports_bulk(&self, set: &str, deadline: Option<Instant>) -> bool {
