@@ -57,6 +57,7 @@ pub fn local_pipeline(
         },
         batch_size: 10,
         recent: Default::default(),
+        metrics: Default::default(),
     }
 }
 

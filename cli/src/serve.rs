@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dataverse::DataverseWriter;
+use pipeline::Metrics;
 use pipeline::config::Config;
 use pipeline::message::{self, Message};
 use pipeline::queue::{Queue, Received};
@@ -93,6 +94,8 @@ pub struct Runner {
     pub policy: UpsertPolicy,
     pub batch_size: usize,
     pub recent: RecentEvents,
+    /// What the workers did, answered on `GET /metrics`.
+    pub metrics: Arc<Metrics>,
     /// Where page progress is recorded for `sync status`.
     pub ledger: Option<Ledger>,
     /// The upsert queue, to hold the sync worker back while it is long.
@@ -107,6 +110,7 @@ impl WebhookTarget for Runner {
             sync: self.sync.as_ref(),
             dlq: self.upsert_dlq.as_ref(),
             recent: Some(&self.recent),
+            metrics: &self.metrics,
         }
     }
 }
@@ -118,6 +122,7 @@ impl Runner {
             crms: &self.crms,
             upsert: self.upsert.as_ref(),
             sync: self.sync.as_ref(),
+            metrics: &self.metrics,
         }
     }
 
@@ -217,6 +222,7 @@ impl Runner {
             dlq: self.upsert_dlq.as_ref(),
             refetch: Some(self.sync.as_ref()),
             deadline: None,
+            metrics: &self.metrics,
         };
         upsert_received(batch, &ports, &self.policy, self.upsert.as_ref()).await;
     }
@@ -304,6 +310,7 @@ impl Serve {
             },
             batch_size: opts.batch_size,
             recent: RecentEvents::default(),
+            metrics: Arc::default(),
             ledger: Some(state.ledger()),
             backlog: Some(state.upsert.clone()),
         });

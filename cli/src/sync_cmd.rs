@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mapping::{Entity, SourceId};
+use pipeline::Metrics;
 use pipeline::config::Config;
 use pipeline::sync::{Crms, SyncPorts, start_sync};
 
@@ -72,6 +73,7 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<String> {
             crms: &crms,
             upsert: &queue,
             sync: &queue,
+            metrics: &Metrics::new(),
         };
         return start_sync(&source, &args.entities, &ports)
             .await
@@ -84,6 +86,7 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<String> {
         crms: &crms,
         upsert: state.upsert.as_ref(),
         sync: state.sync.as_ref(),
+        metrics: &Metrics::new(),
     };
     let job_id = start_sync(&source, &args.entities, &ports)
         .await

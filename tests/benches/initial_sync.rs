@@ -202,6 +202,7 @@ client_secret = "{secret}"
         let sync = MemoryQueue::new("sync", MemoryQueueConfig::default(), None);
         let sink = Arc::new(Sink::default());
         let ports = SyncPorts {
+            metrics: &pipeline::Metrics::new(),
             sources: &sources,
             crms: &crms,
             upsert: sink.as_ref(),

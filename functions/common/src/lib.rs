@@ -69,6 +69,26 @@ pub async fn secret_env(name: &str) -> anyhow::Result<String> {
     Ok(v)
 }
 
+/// Writes what this invocation counted as CloudWatch Embedded Metric Format, one JSON document
+/// per line on stdout, where Lambda's log capture hands them to CloudWatch, which extracts the
+/// metrics ("Specification: Embedded metric format"). Namespace from `METRICS_NAMESPACE`
+/// (default `CrmSync`). Lambda runs one invocation at a time per environment, so what is
+/// drained is this invocation's.
+pub fn flush_metrics(metrics: &pipeline::Metrics) {
+    use std::io::Write;
+    let snapshot = metrics.drain();
+    let namespace = env_opt("METRICS_NAMESPACE").unwrap_or_else(|| "CrmSync".into());
+    let function = env_opt("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "local".into());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    for doc in pipeline::metrics::emf(&snapshot, &namespace, &function, now) {
+        let _ = writeln!(out, "{doc}");
+    }
+}
+
 /// The `ReportBatchItemFailures` response: exactly the messages that must come back.
 pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchResponse {
     let mut r = SqsBatchResponse::default();

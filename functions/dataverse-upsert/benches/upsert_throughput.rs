@@ -109,6 +109,7 @@ async fn run(mode_name: &str, records: usize) {
     sc.crm_choice = Some(1);
     let client = Arc::new(WebApiClient::new(dv).unwrap());
     let app = Arc::new(App {
+        metrics: Default::default(),
         sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
         writer: Box::new(ArcWriter(client.clone())),
         retry: Box::new(Arc::new(MemoryQueue::new(

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use dataverse::DataverseWriter;
-use pipeline::Queue;
 use pipeline::sources::Sources;
 use pipeline::upsert::{InMessage, UpsertPolicy, UpsertPorts, apply_changes};
+use pipeline::{Metrics, Queue};
 
 /// Stop writing this long before the invocation's deadline, so the response (and the retry
 /// queue and DLQ writes) always get out.
@@ -27,6 +27,8 @@ pub struct App {
     /// whole visibility timeout (six times the function's).
     pub origins: Vec<Box<dyn Queue>>,
     pub policy: UpsertPolicy,
+    /// What this invocation did; written out as EMF when it ends.
+    pub metrics: Metrics,
 }
 
 pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchResponse {
@@ -57,6 +59,7 @@ pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchRes
         dlq: app.dlq.as_ref(),
         refetch: app.refetch.as_deref(),
         deadline: lambda_common::stop_at(deadline_ms, DEADLINE_MARGIN),
+        metrics: &app.metrics,
     };
     let report = apply_changes(&msgs, &ports, &app.policy).await;
     if let Some(wait) = report.throttled_for {
@@ -71,6 +74,7 @@ pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchRes
         }
     }
     failed.extend(report.failed);
+    lambda_common::flush_metrics(&app.metrics);
     lambda_common::batch_response(failed)
 }
 

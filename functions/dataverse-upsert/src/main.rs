@@ -47,6 +47,7 @@ async fn build() -> anyhow::Result<App> {
             .map(|url| Box::new(SqsQueue::new(sqs.clone(), url)) as Box<dyn pipeline::Queue>),
         dlq: Box::new(SqsQueue::new(sqs, env("DLQ_URL")?)),
         policy: UpsertPolicy::default(),
+        metrics: Default::default(),
     })
 }
 

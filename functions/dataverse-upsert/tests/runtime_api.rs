@@ -183,6 +183,57 @@ async fn an_sqs_batch_is_written_parked_and_dead_lettered_by_the_binary() {
         .and_then(|v| v.string_value())
         .unwrap_or_default();
     assert!(why.contains("not JSON"), "{why}");
+
+    // What the invocation did, as CloudWatch Embedded Metric Format on stdout: one document
+    // per source and entity, and the Dataverse request latencies.
+    let logs = f.lock().await.logs();
+    let docs: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    let emf = |entity: &str| {
+        docs.iter()
+            .find(|d| d["_aws"].is_object() && d["Source"] == "sf" && d["Entity"] == entity)
+            .unwrap_or_else(|| panic!("no EMF document for sf/{entity} in:\n{logs}"))
+    };
+    let account = emf("account");
+    assert_eq!(
+        account["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "CrmSync"
+    );
+    assert_eq!(account["Function"], "crm-sync-dataverse-upsert");
+    let applied = |d: &Value| {
+        ["Created", "Upserted"]
+            .iter()
+            .filter_map(|m| d[*m].as_u64())
+            .sum::<u64>()
+    };
+    assert_eq!(applied(account), 1);
+    assert_eq!(applied(emf("contact")), 1);
+    assert_eq!(emf("contact")["Parked"], 1);
+    let unreadable = docs
+        .iter()
+        .find(|d| d["_aws"].is_object() && d["Source"] == "-")
+        .expect("the poison message is counted");
+    assert_eq!(unreadable["FailedPermanently"], 1);
+    assert!(
+        docs.iter().any(|d| d["DataverseRequestLatency"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())),
+        "{logs}"
+    );
+    // One info line for the batch, naming the units of work it advanced; no secret anywhere.
+    let batch = docs
+        .iter()
+        .find(|d| d["fields"]["message"] == "upsert batch done")
+        .unwrap_or_else(|| panic!("no batch line in:\n{logs}"));
+    assert!(
+        batch["fields"]["correlation_ids"]
+            .as_str()
+            .is_some_and(|c| c.contains("runtime-test")),
+        "{batch}"
+    );
+    assert!(!logs.contains("secret-1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

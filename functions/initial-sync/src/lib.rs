@@ -8,6 +8,7 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use base64::Engine;
 use mapping::{Entity, SourceId};
+use pipeline::Metrics;
 use pipeline::queue::{ERROR_ATTRIBUTE, OutMessage, Queue};
 use pipeline::sources::Sources;
 use pipeline::sync::{Crms, StepError, SyncPorts, SyncSettings, handle_sync_message, start_sync};
@@ -21,6 +22,8 @@ pub struct App {
     pub sync: Box<dyn Queue>,
     pub dlq: Box<dyn Queue>,
     pub settings: SyncSettings,
+    /// What this invocation did; written out as EMF when it ends.
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -30,6 +33,7 @@ impl App {
             crms: &self.crms,
             upsert: self.upsert.as_ref(),
             sync: self.sync.as_ref(),
+            metrics: &self.metrics,
         }
     }
 }
@@ -61,6 +65,7 @@ pub async fn handle(app: &App, payload: Value) -> Result<Value, String> {
         let event: SqsEvent =
             serde_json::from_value(payload).map_err(|e| format!("not an SQS event: {e}"))?;
         let r = handle_sqs(app, event).await;
+        lambda_common::flush_metrics(&app.metrics);
         return serde_json::to_value(r).map_err(|e| e.to_string());
     }
     if payload.get("requestContext").is_some() {

@@ -37,6 +37,7 @@ async fn build() -> anyhow::Result<App> {
         sync: Box::new(SqsQueue::new(sqs.clone(), env("SYNC_QUEUE_URL")?)),
         dlq: Box::new(SqsQueue::new(sqs, env("SYNC_DLQ_URL")?)),
         settings,
+        metrics: Default::default(),
     })
 }
 

@@ -54,6 +54,7 @@ fn setup(accounts: usize, contacts: usize) -> Setup {
     let (sync, upsert, dlq) = (q("sync"), q("upsert"), q("dlq"));
     Setup {
         app: App {
+            metrics: Default::default(),
             sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
             crms,
             upsert: Box::new(upsert.clone()),

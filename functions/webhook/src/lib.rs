@@ -5,10 +5,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lambda_http::{Body, Request, RequestExt, Response};
-use pipeline::Queue;
 use pipeline::recent::RecentEvents;
 use pipeline::sources::Sources;
 use pipeline::webhook::{WebhookPorts, WebhookRequest, handle_request};
+use pipeline::{Metrics, Queue};
 
 pub struct App {
     pub sources: Sources,
@@ -17,6 +17,8 @@ pub struct App {
     pub dlq: Box<dyn Queue>,
     /// Events this container queued lately (CRM retries are answered without requeueing).
     pub recent: RecentEvents,
+    /// What this invocation did; written out as EMF when it ends.
+    pub metrics: Metrics,
 }
 
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
@@ -66,6 +68,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         sync: app.sync.as_ref(),
         dlq: app.dlq.as_ref(),
         recent: Some(&app.recent),
+        metrics: &app.metrics,
     };
     let wreq = WebhookRequest {
         method: &method,
@@ -74,6 +77,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         body,
     };
     let r = handle_request(&source, &wreq, &correlation_id, &ports, now_ms).await;
+    lambda_common::flush_metrics(&app.metrics);
     Response::builder()
         .status(r.status)
         .header("content-type", r.content_type)

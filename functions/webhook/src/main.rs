@@ -26,6 +26,7 @@ async fn build() -> anyhow::Result<App> {
         sync: Box::new(SqsQueue::new(sqs.clone(), env("SYNC_QUEUE_URL")?)),
         dlq: Box::new(SqsQueue::new(sqs, env("WEBHOOK_DLQ_URL")?)),
         recent: Default::default(),
+        metrics: Default::default(),
     })
 }
 

@@ -28,6 +28,7 @@ fn app() -> (App, Arc<MemoryQueue>) {
     let upsert = q("upsert");
     (
         App {
+            metrics: Default::default(),
             sources,
             upsert: Box::new(upsert.clone()),
             sync: Box::new(q("sync")),

@@ -93,7 +93,13 @@ pub struct ClientStats {
     pub throttled: AtomicU64,
     pub retries: AtomicU64,
     pub throttle_wait_ms: AtomicU64,
+    /// Request latencies not yet drained by [`DataverseWriter::drain_latencies`]; bounded so a
+    /// client nobody drains stays small.
+    latencies: Mutex<Vec<Duration>>,
 }
+
+/// The most latency samples kept between two drains.
+const MAX_LATENCY_SAMPLES: usize = 10_000;
 
 pub struct WebApiClient {
     http: reqwest::Client,
@@ -223,6 +229,7 @@ impl WebApiClient {
                 req = req.timeout(self.cfg.request_timeout.min(d - Instant::now()));
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
             let sent = req.send().await;
             let reply = match sent {
                 Ok(resp) => {
@@ -257,6 +264,16 @@ impl WebApiClient {
                 Err(e) => Err(transport_error(&e)),
             };
             drop(permit);
+            {
+                let mut l = self
+                    .stats
+                    .latencies
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if l.len() < MAX_LATENCY_SAMPLES {
+                    l.push(started.elapsed());
+                }
+            }
             attempt += 1;
             match reply {
                 Ok(r) if r.status == 429 => {
@@ -605,6 +622,16 @@ impl DataverseWriter for WebApiClient {
             .into_iter()
             .map(|r| r.expect("every operation has a result"))
             .collect()
+    }
+
+    fn drain_latencies(&self) -> Vec<Duration> {
+        std::mem::take(
+            &mut *self
+                .stats
+                .latencies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 }
 

@@ -80,4 +80,10 @@ pub trait DataverseWriter: Send + Sync {
         ops: &[DataverseOp],
         deadline: Option<tokio::time::Instant>,
     ) -> Vec<Result<Applied, WriteError>>;
+
+    /// How long each HTTP request took since the last call, for the latency metric. Writers
+    /// that make no requests have none.
+    fn drain_latencies(&self) -> Vec<std::time::Duration> {
+        Vec::new()
+    }
 }

@@ -99,6 +99,7 @@ async fn main() {
         },
     );
     let ports = WebhookPorts {
+        metrics: &pipeline::Metrics::new(),
         sources: &sources,
         upsert: &Discard,
         sync: &Discard,

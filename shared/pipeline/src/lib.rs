@@ -9,6 +9,7 @@ pub mod config;
 pub mod connection;
 pub mod memory_queue;
 pub mod message;
+pub mod metrics;
 pub mod queue;
 pub mod recent;
 pub mod runner;
@@ -18,5 +19,6 @@ pub mod upsert;
 pub mod webhook;
 
 pub use memory_queue::{MemoryQueue, MemoryQueueConfig};
+pub use metrics::{Dims, Metric, Metrics};
 pub use queue::{OutMessage, Queue, QueueError, Received};
 pub use sources::Sources;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use dataverse::DataverseWriter;
 
 use crate::memory_queue::{MemoryQueue, MemoryQueueConfig};
+use crate::metrics::Metrics;
 use crate::queue::{ERROR_ATTRIBUTE, OutMessage, Queue, Received};
 use crate::recent::RecentEvents;
 use crate::sources::Sources;
@@ -68,6 +69,8 @@ pub struct LocalPipeline {
     pub batch_size: usize,
     /// Webhook events queued lately.
     pub recent: RecentEvents,
+    /// What the steps did, for `GET /metrics` and the demo's summary.
+    pub metrics: Metrics,
 }
 
 impl LocalPipeline {
@@ -77,6 +80,7 @@ impl LocalPipeline {
             crms: &self.crms,
             upsert: self.queues.upsert.as_ref(),
             sync: self.queues.sync.as_ref(),
+            metrics: &self.metrics,
         }
     }
 
@@ -87,6 +91,7 @@ impl LocalPipeline {
             sync: self.queues.sync.as_ref(),
             dlq: self.queues.upsert_dlq.as_ref(),
             recent: Some(&self.recent),
+            metrics: &self.metrics,
         }
     }
 
@@ -135,6 +140,7 @@ impl LocalPipeline {
             dlq: self.queues.upsert_dlq.as_ref(),
             refetch: Some(self.queues.sync.as_ref()),
             deadline: None,
+            metrics: &self.metrics,
         };
         let report =
             upsert_received(&batch, &ports, &self.policy, self.queues.upsert.as_ref()).await;

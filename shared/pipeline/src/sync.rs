@@ -18,6 +18,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::message::{self, FetchJob, MAX_BODY_BYTES, Message, Phase, SyncCounts, SyncPageJob};
+use crate::metrics::{Dims, Metric, Metrics};
 use crate::queue::{OutMessage, Queue, QueueError};
 use crate::sources::Sources;
 
@@ -29,6 +30,7 @@ pub struct SyncPorts<'a> {
     pub crms: &'a Crms,
     pub upsert: &'a dyn Queue,
     pub sync: &'a dyn Queue,
+    pub metrics: &'a Metrics,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +199,14 @@ pub async fn run_sync_page(
     let group = format!("{}:{}:{}", job.job_id, job.entity, counts.pages);
     send_changes(ports.upsert, correlation_id, &changes, &group, true).await?;
     counts.enqueued += changes.len() as u64;
+    let dims = Dims::new(job.source.as_str(), job.entity);
+    ports.metrics.add(&dims, Metric::SyncPages, 1);
+    ports
+        .metrics
+        .add(&dims, Metric::RecordsRead, page.records.len() as u64);
+    ports
+        .metrics
+        .add(&dims, Metric::ChangesEnqueued, changes.len() as u64);
 
     if !page.more
         && let Phase::CatchUp { since } = job.phase
@@ -290,6 +300,11 @@ async fn enqueue_deletions(
         let changes = fetch_changes(&job.source, job.entity, chunk, correlation_id, ports).await?;
         deleted += changes.iter().filter(|c| c.op == Operation::Delete).count() as u64;
         send_per_record(ports.upsert, correlation_id, &changes).await?;
+        ports.metrics.add(
+            &Dims::new(job.source.as_str(), job.entity),
+            Metric::ChangesEnqueued,
+            changes.len() as u64,
+        );
     }
     info!(job_id = %job.job_id, entity = %job.entity, listed = ids.len(), deleted, "catch-up deletions enqueued");
     Ok(deleted)
@@ -304,6 +319,11 @@ pub async fn run_fetch(
 ) -> Result<usize, StepError> {
     let changes = fetch_changes(&job.source, job.entity, &job.ids, correlation_id, ports).await?;
     send_per_record(ports.upsert, correlation_id, &changes).await?;
+    ports.metrics.add(
+        &Dims::new(job.source.as_str(), job.entity),
+        Metric::ChangesEnqueued,
+        changes.len() as u64,
+    );
     info!(correlation_id, entity = %job.entity, ids = job.ids.len(), enqueued = changes.len(), reason = %job.reason, "fetch done");
     Ok(changes.len())
 }
@@ -322,6 +342,11 @@ async fn fetch_changes(
         .get(source)
         .ok_or_else(|| StepError::Permanent(format!("unknown source `{source}`")))?;
     let fetched = reader(ports, source)?.fetch_by_ids(entity, ids).await?;
+    ports.metrics.add(
+        &Dims::new(source.as_str(), entity),
+        Metric::RecordsRead,
+        fetched.records.len() as u64,
+    );
     let mut changes: Vec<Change> = Vec::new();
     for item in map_records(mapper, entity, &fetched.records) {
         match item.outcome {

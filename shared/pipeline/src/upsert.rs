@@ -18,11 +18,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use dataverse::{Applied, DataverseWriter, FailureKind, WriteError};
+use dataverse::{Applied, DataverseWriter, FailureKind};
 use mapping::{Change, Entity, RecordKey, row};
 use tracing::{info, warn};
 
 use crate::message::{self, ChangeBatch, FetchJob, MAX_BODY_BYTES, Message};
+use crate::metrics::{Dims, Metric, Metrics};
 use crate::queue::{ERROR_ATTRIBUTE, MAX_DELAY, OutMessage, Queue};
 use crate::sources::Sources;
 
@@ -48,6 +49,7 @@ pub struct UpsertPorts<'a> {
     /// Stop writing at this instant (the Lambda deadline, less a margin): what is unfinished
     /// is retried from the queue instead of being cut off mid-request.
     pub deadline: Option<tokio::time::Instant>,
+    pub metrics: &'a Metrics,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +112,8 @@ pub async fn apply_changes(
     let mut failed = vec![false; messages.len()];
     let mut dead: Vec<OutMessage> = Vec::new();
     let mut dead_owner: Vec<usize> = Vec::new();
+    // Per dead letter: the source and entity it is counted under.
+    let mut dead_dims: Vec<Dims> = Vec::new();
 
     // Decode; a message that cannot be read goes to the DLQ as it is.
     let mut pending: Vec<Pending> = Vec::new();
@@ -144,11 +148,13 @@ pub async fn apply_changes(
                         format!("not a changes message: {}", kind_of(&other)),
                     ));
                     dead_owner.push(i);
+                    dead_dims.push(Dims::new("-", "-"));
                 }
             },
             Err(e) => {
                 dead.push(dead_letter(m.body.clone(), e.to_string()));
                 dead_owner.push(i);
+                dead_dims.push(Dims::new("-", "-"));
             }
         }
     }
@@ -165,6 +171,14 @@ pub async fn apply_changes(
         }
     }
     report.superseded = (pending.len() - winner.len()) as u64;
+    let winning: std::collections::HashSet<usize> = winner.values().copied().collect();
+    for (i, p) in pending.iter().enumerate() {
+        if !winning.contains(&i) {
+            ports
+                .metrics
+                .add(&dims_of(&p.change), Metric::Superseded, 1);
+        }
+    }
 
     // Build requests, accounts first.
     let mut by_entity: BTreeMap<Entity, Vec<(usize, mapping::DataverseOp)>> = BTreeMap::new();
@@ -178,6 +192,7 @@ pub async fn apply_changes(
                 format!("unknown source `{}`", p.change.source),
             ));
             dead_owner.push(p.msg);
+            dead_dims.push(dims_of(&p.change));
             continue;
         };
         match row::build(&p.change, &ctx) {
@@ -186,6 +201,7 @@ pub async fn apply_changes(
             Err(e) => {
                 dead.push(change_letter(p, e.to_string()));
                 dead_owner.push(p.msg);
+                dead_dims.push(dims_of(&p.change));
             }
         }
     }
@@ -195,19 +211,37 @@ pub async fn apply_changes(
     for (_, ops) in by_entity {
         let reqs: Vec<mapping::DataverseOp> = ops.iter().map(|(_, op)| op.clone()).collect();
         let results = ports.writer.apply(&reqs, ports.deadline).await;
+        for d in ports.writer.drain_latencies() {
+            ports.metrics.observe_latency(d);
+        }
         for ((i, _), result) in ops.iter().zip(results) {
             let p = &pending[*i];
-            match result {
-                Ok(Applied::Created) => report.created += 1,
-                Ok(Applied::Updated) => report.updated += 1,
-                Ok(Applied::Upserted) => report.upserted += 1,
-                Ok(Applied::Deleted) => report.deleted += 1,
-                Ok(Applied::AlreadyAbsent) => report.absent += 1,
-                Err(e) => match e.kind() {
+            let dims = dims_of(&p.change);
+            let counted = match &result {
+                Ok(Applied::Created) => Some((&mut report.created, Metric::Created)),
+                Ok(Applied::Updated) => Some((&mut report.updated, Metric::Updated)),
+                Ok(Applied::Upserted) => Some((&mut report.upserted, Metric::Upserted)),
+                Ok(Applied::Deleted) => Some((&mut report.deleted, Metric::Deleted)),
+                Ok(Applied::AlreadyAbsent) => Some((&mut report.absent, Metric::AlreadyAbsent)),
+                Err(_) => None,
+            };
+            if let Some((n, metric)) = counted {
+                *n += 1;
+                ports.metrics.add(&dims, metric, 1);
+            }
+            if let Err(e) = result {
+                match e.kind() {
                     FailureKind::Retryable => {
-                        if let WriteError::Throttled { .. } = &e {
-                            report.throttled_for = report.throttled_for.max(e.retry_after());
+                        if let Some(wait) = e.retry_after() {
+                            report.throttled_for = report.throttled_for.max(Some(wait));
+                            ports.metrics.add(&dims, Metric::Throttled, 1);
+                            ports.metrics.add(
+                                &dims,
+                                Metric::ThrottleRetryAfter,
+                                wait.as_secs_f64().ceil() as u64,
+                            );
                         }
+                        ports.metrics.add(&dims, Metric::Retried, 1);
                         report.retrying += 1;
                         failed[p.msg] = true;
                     }
@@ -228,8 +262,9 @@ pub async fn apply_changes(
                         warn!(key = %p.change.key(), correlation_id = %p.correlation_id, %reason, "change dead-lettered");
                         dead.push(change_letter(p, reason));
                         dead_owner.push(p.msg);
+                        dead_dims.push(dims);
                     }
-                },
+                }
             }
         }
     }
@@ -257,7 +292,12 @@ pub async fn apply_changes(
                 Err(e) => Err(e.to_string()),
             };
         match sent {
-            Ok(()) => report.parked += changes.len() as u64,
+            Ok(()) => {
+                report.parked += changes.len() as u64;
+                for c in &changes {
+                    ports.metrics.add(&dims_of(c), Metric::Parked, 1);
+                }
+            }
             Err(reason) => {
                 warn!(correlation_id = %corr, %reason, "could not park changes; their messages will be retried");
                 report.retrying += changes.len() as u64;
@@ -272,7 +312,12 @@ pub async fn apply_changes(
     if let Some(sync) = ports.refetch {
         for (i, corr, changes) in refetch {
             match send_refetch(sync, &corr, &changes).await {
-                Ok(()) => report.refetched += changes.len() as u64,
+                Ok(()) => {
+                    report.refetched += changes.len() as u64;
+                    for c in &changes {
+                        ports.metrics.add(&dims_of(c), Metric::Refetched, 1);
+                    }
+                }
                 Err(reason) => {
                     warn!(correlation_id = %corr, %reason, "could not queue the re-read of a redelivered page; it will be retried");
                     failed[i] = true;
@@ -284,7 +329,12 @@ pub async fn apply_changes(
     if !dead.is_empty() {
         let n = dead.len() as u64;
         match ports.dlq.send(dead).await {
-            Ok(()) => report.dead_lettered += n,
+            Ok(()) => {
+                report.dead_lettered += n;
+                for d in &dead_dims {
+                    ports.metrics.add(d, Metric::FailedPermanently, 1);
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "could not write to the DLQ; the messages will be retried");
                 for o in dead_owner {
@@ -300,12 +350,20 @@ pub async fn apply_changes(
         .filter(|(_, f)| **f)
         .map(|(m, _)| m.id.clone())
         .collect();
+    // The units of work this batch advanced (webhook requests, sync jobs), for following one
+    // change from its webhook or page to here.
+    let mut correlation_ids: Vec<&str> =
+        pending.iter().map(|p| p.correlation_id.as_str()).collect();
+    correlation_ids.sort_unstable();
+    correlation_ids.dedup();
     info!(
+        correlation_ids = ?correlation_ids,
         messages = messages.len(),
         created = report.created,
         updated = report.updated,
         deleted = report.deleted,
         parked = report.parked,
+        retrying = report.retrying,
         dead_lettered = report.dead_lettered,
         failed = report.failed.len(),
         "upsert batch done"
@@ -341,6 +399,10 @@ async fn send_refetch(sync: &dyn Queue, corr: &str, changes: &[Change]) -> Resul
         .map(|job| crate::sync::fetch_message(corr, job))
         .collect();
     sync.send(msgs).await.map_err(|e| e.to_string())
+}
+
+fn dims_of(c: &Change) -> Dims {
+    Dims::new(c.source.as_str(), c.entity)
 }
 
 fn kind_of(m: &Message) -> &'static str {

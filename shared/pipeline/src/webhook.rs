@@ -19,6 +19,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::message::FetchJob;
+use crate::metrics::{Dims, Metric, Metrics};
 use crate::queue::{ERROR_ATTRIBUTE, OutMessage, Queue};
 use crate::recent::RecentEvents;
 use crate::sources::Sources;
@@ -31,6 +32,7 @@ pub struct WebhookPorts<'a> {
     pub dlq: &'a dyn Queue,
     /// Events queued lately, to answer a CRM's retry without queueing it again.
     pub recent: Option<&'a RecentEvents>,
+    pub metrics: &'a Metrics,
 }
 
 /// What a request was turned into.
@@ -492,12 +494,29 @@ async fn enqueue(
     }
 
     send_per_record(ports.upsert, correlation_id, &changes).await?;
+    for c in &changes {
+        let dims = Dims::new(source, c.entity);
+        ports.metrics.add(&dims, Metric::ChangesReceived, 1);
+        ports.metrics.add(&dims, Metric::ChangesEnqueued, 1);
+    }
+    for f in &fetches {
+        let dims = Dims::new(source, f.entity);
+        ports
+            .metrics
+            .add(&dims, Metric::ChangesReceived, f.ids.len() as u64);
+    }
     if !fetches.is_empty() {
         let msgs = fetches
             .iter()
             .map(|f| fetch_message(correlation_id, f.clone()))
             .collect();
         ports.sync.send(msgs).await.map_err(StepError::from)?;
+        for f in &fetches {
+            let dims = Dims::new(source, f.entity);
+            ports
+                .metrics
+                .add(&dims, Metric::FetchesEnqueued, f.ids.len() as u64);
+        }
     }
     if !failures.is_empty() {
         warn!(
@@ -519,6 +538,10 @@ async fn enqueue(
             ),
         );
         ports.dlq.send(vec![m]).await.map_err(StepError::from)?;
+        let dims = Dims::new(source, "-");
+        ports
+            .metrics
+            .add(&dims, Metric::FailedPermanently, failures.len() as u64);
     }
     accepted.changes = changes.len();
     accepted.fetches = fetches.len();

@@ -125,6 +125,7 @@ fn setup() -> Setup {
     let mut crms: HashMap<SourceId, Arc<dyn CrmReader>> = HashMap::new();
     crms.insert(src(), crm.clone());
     let pipeline = LocalPipeline {
+        metrics: Default::default(),
         sources,
         crms,
         writer: dataverse.clone(),
@@ -172,6 +173,25 @@ async fn initial_sync_then_webhooks_end_in_exact_rows() {
     let (totals, idle) = p.run_until_idle(Duration::from_secs(20)).await;
     assert!(idle, "queues did not drain: {totals:?}");
     assert_eq!(totals.upsert.dead_lettered, 0);
+    // The counters say the same per source and entity: three of each read and written, the
+    // throttle and the deadlock retried.
+    let m = p.metrics.snapshot();
+    for entity in ["account", "contact"] {
+        let d = pipeline::Dims::new("sf", entity);
+        assert!(m.get(&d, pipeline::Metric::RecordsRead) >= 3, "{m:?}");
+        let written = [
+            pipeline::Metric::Created,
+            pipeline::Metric::Updated,
+            pipeline::Metric::Upserted,
+        ]
+        .iter()
+        .map(|x| m.get(&d, *x))
+        .sum::<u64>();
+        assert!(written >= 3, "{entity}: {m:?}");
+    }
+    assert_eq!(m.total(pipeline::Metric::Retried), 2, "{m:?}");
+    assert_eq!(m.total(pipeline::Metric::Throttled), 1, "{m:?}");
+    assert_eq!(m.total(pipeline::Metric::FailedPermanently), 0);
     let want = expected(vec![
         (
             key(Entity::Account, A1),
@@ -526,6 +546,7 @@ async fn a_generic_sources_page_that_comes_back_is_written_not_re_read() {
     let mut crms: HashMap<SourceId, Arc<dyn CrmReader>> = HashMap::new();
     crms.insert(source.clone(), crm.clone());
     let p = LocalPipeline {
+        metrics: Default::default(),
         sources: Arc::new(
             pipeline::Sources::new(&[cfg], IdentityStrategy::DeterministicId).unwrap(),
         ),

@@ -59,6 +59,7 @@ async fn servicenow_business_rules_are_verified_and_queued() {
     let q = |n: &str| Arc::new(MemoryQueue::new(n, MemoryQueueConfig::default(), None));
     let (upsert, sync, dlq) = (q("upsert"), q("sync"), q("dlq"));
     let ports = WebhookPorts {
+        metrics: &pipeline::Metrics::new(),
         sources: &sources,
         upsert: upsert.as_ref(),
         sync: sync.as_ref(),

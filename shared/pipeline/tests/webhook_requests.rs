@@ -136,6 +136,7 @@ async fn call(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let ports = WebhookPorts {
+        metrics: &pipeline::Metrics::new(),
         sources: s,
         upsert: q.upsert.as_ref(),
         sync: q.sync.as_ref(),

@@ -146,6 +146,7 @@ impl Stack {
         dv_cfg.token_url = dv.token_url();
         dv_cfg.max_attempts = opts.dataverse_attempts;
         let upsert_app = Arc::new(dataverse_upsert::App {
+            metrics: Default::default(),
             sources: config.mappers().expect("mappers"),
             writer: Box::new(WebApiClient::new(dv_cfg).expect("dataverse client")),
             retry: queue(&queues.retry.url),
@@ -163,6 +164,7 @@ impl Stack {
         let sources = config.mappers().expect("mappers");
         let crms = config.crm_readers(&sources).expect("crm readers");
         let sync_app = Arc::new(initial_sync::App {
+            metrics: Default::default(),
             sources,
             crms,
             upsert: queue(&queues.upsert.url),
@@ -176,6 +178,7 @@ impl Stack {
 
         // webhook (UPSERT_QUEUE_URL, SYNC_QUEUE_URL, WEBHOOK_DLQ_URL).
         let webhook_app = Arc::new(webhook_fn::App {
+            metrics: Default::default(),
             sources: config.sources().expect("sources with webhooks"),
             upsert: queue(&queues.upsert.url),
             sync: queue(&queues.sync.url),
