@@ -1,7 +1,9 @@
 //! The webhook endpoint on one machine: `POST /webhooks/{source}` served by axum, each request
 //! handed to the same `handle_request` the Lambda function calls, over the local pipeline's
 //! queues. `crm-sync demo` points the CRM emulator's notifications at it; `crm-sync serve`
-//! exposes it to real CRMs (behind a TLS-terminating proxy).
+//! exposes it to real CRMs (behind a TLS-terminating proxy). `GET /metrics` answers with the
+//! counters the steps keep (counts and ids of nothing: no record data), the local counterpart of
+//! the functions' CloudWatch metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use pipeline::runner::LocalPipeline;
 use pipeline::webhook::{WebhookPorts, WebhookRequest, handle_request};
 use tokio::net::TcpListener;
@@ -49,6 +51,7 @@ impl WebhookServer {
         let addr = listener.local_addr()?;
         let app = Router::new()
             .route("/webhooks/{source}", post(webhook))
+            .route("/metrics", get(metrics))
             .with_state(pipeline);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -89,6 +92,10 @@ impl WebhookServer {
             self.task.abort();
         }
     }
+}
+
+async fn metrics(State(p): State<Arc<dyn WebhookTarget>>) -> Response {
+    axum::Json(p.webhook_ports().metrics.snapshot().to_json()).into_response()
 }
 
 async fn webhook(

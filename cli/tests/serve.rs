@@ -272,6 +272,24 @@ async fn serve_syncs_survives_a_restart_and_takes_webhooks() {
             .filter(|r| r.get("emailaddress1") == Some(&json!("moved@example.org")))
             .count();
     assert_eq!(moved, 1);
+
+    // The counters of this serve (the second one) on GET /metrics, per source and entity.
+    let metrics_url = serve.webhook_base_url().replace("/webhooks/", "/metrics");
+    let m: serde_json::Value = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let contacts = &m["counters"]["salesforce/contact"];
+    assert!(contacts["ChangesReceived"].as_u64() >= Some(3), "{m}");
+    assert!(contacts["RecordsRead"].as_u64() > Some(0), "{m}");
+    assert!(contacts["Deleted"].as_u64() >= Some(1), "{m}");
+    assert!(
+        m["counters"]["salesforce/account"]["SyncPages"].as_u64() > Some(0),
+        "{m}"
+    );
+    assert!(m["dataverse_latency_ms"]["count"].as_u64() > Some(0), "{m}");
     serve.shutdown().await;
 }
 
