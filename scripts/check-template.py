@@ -38,6 +38,8 @@
    recursion    a function that sends to a queue triggering itself has RecursiveLoop: Allow
    outputs      webhook base URL, sync URL and every queue URL are outputs
    example-params deploy/params.example.yaml names only template parameters, with valid values
+   dashboard    a CloudWatch dashboard whose body is JSON once substituted, charts every metric
+                the code emits (shared/pipeline/src/metrics.rs) and every queue's depth
 
 Usage: check-template.py [--template T] [--out FILE] [--self-test]
 """
@@ -522,8 +524,36 @@ def translate(sam: dict) -> dict:
     return transform(t, {}, StubPolicyLoader())
 
 
+def check_dashboard(sam: dict, f: Failures) -> None:
+    boards = [r for r in sam["Resources"].values() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    f.check(len(boards) == 1, "dashboard", f"expected one AWS::CloudWatch::Dashboard, found {len(boards)}")
+    if not boards:
+        return
+    body = boards[0].get("Properties", {}).get("DashboardBody")
+    sub = body.get("Fn::Sub") if isinstance(body, dict) else None
+    text = sub[0] if isinstance(sub, list) else sub
+    if not isinstance(text, str):
+        f.check(False, "dashboard", "DashboardBody must be a !Sub of the dashboard JSON")
+        return
+    try:
+        json.loads(re.sub(r"\$\{[^}]+\}", "X", text))
+    except ValueError as e:
+        f.check(False, "dashboard", f"DashboardBody is not JSON once substituted: {e}")
+    metrics_rs = (REPO / "shared/pipeline/src/metrics.rs").read_text()
+    names = set(re.findall(r'=> "([A-Za-z]+)"', metrics_rs)) | {"DataverseRequestLatency"}
+    charted = {"Created", "Updated", "Upserted", "Deleted", "ChangesReceived", "RecordsRead", "ChangesEnqueued", "SyncPages",
+               "Retried", "Throttled", "Parked", "FailedPermanently", "ThrottleRetryAfter", "DataverseRequestLatency"}
+    for n in sorted(charted):
+        f.check(n in names, "dashboard", f"the dashboard charts {n}, which the code does not emit")
+        f.check(f'\\"{n}\\"' in text or f'"{n}"' in text, "dashboard", f"the dashboard does not chart {n}")
+    for lid, r in sam["Resources"].items():
+        if r.get("Type") == "AWS::SQS::Queue":
+            f.check(f"${{{lid}.QueueName}}" in text, "dashboard", f"the dashboard does not chart queue {lid}")
+
+
 def run(sam: dict, out: Path | None) -> Failures:
     f = Failures()
+    check_dashboard(sam, f)
     binary_of = check_sam(sam, f)
     cfn = translate(sam)
     if out:
@@ -559,6 +589,7 @@ def _sam_sqs_event(t: dict) -> None:
 
 
 BREAKAGES = {
+    "dashboard: a queue left out": ("dashboard", lambda t: t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"].__setitem__(0, t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0].replace("${WebhookDlq.QueueName}", "x"))),
     "build: wrong binary name": ("build", lambda t: t["Resources"]["WebhookFunction"]["Metadata"]["BuildProperties"].update(Binary="webhook-fn")),
     "build: x86_64": ("build", lambda t: _fn(t, "UpsertFunction").update(Architectures=["x86_64"])),
     "limits: memory over Lambda's maximum": ("limits", lambda t: _fn(t, "UpsertFunction").update(MemorySize=20000)),
