@@ -10,14 +10,18 @@
 //!      updated_at INTEGER, phase TEXT, entity TEXT, pages INTEGER, read INTEGER,
 //!      enqueued INTEGER, skipped INTEGER, deleted INTEGER, total INTEGER,
 //!      totals TEXT /* JSON: entity -> count the CRM reported in the snapshot pass */,
-//!      pages_done INTEGER, retries INTEGER, last_error TEXT, failed TEXT)
+//!      pages_done INTEGER, retries INTEGER, last_error TEXT, failed TEXT,
+//!      written INTEGER, write_failed INTEGER /* final outcomes of the job's changes */)
 //! ```
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipeline::message::{Phase, SyncCounts, SyncPageJob};
+use async_trait::async_trait;
+use mapping::{Entity, SourceId};
+use pipeline::ledger::{JobLedger, JobWrites, LedgerError, PageUpdate};
+use pipeline::message::{SyncCounts, SyncPageJob};
 use pipeline::sync::PageDone;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -49,9 +53,23 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
             pages_done INTEGER NOT NULL DEFAULT 0,
             retries INTEGER NOT NULL DEFAULT 0,
             last_error TEXT,
-            failed TEXT
+            failed TEXT,
+            written INTEGER NOT NULL DEFAULT 0,
+            write_failed INTEGER NOT NULL DEFAULT 0
         );",
-    )
+    )?;
+    // State files written before the write counts existed get them.
+    for column in ["written", "write_failed"] {
+        let has: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = ?1")?
+            .exists([column])?;
+        if !has {
+            conn.execute_batch(&format!(
+                "ALTER TABLE jobs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// The state file with its queues: sync and upsert, each with its DLQ.
@@ -117,13 +135,6 @@ pub struct Ledger {
     store: Arc<Store>,
 }
 
-fn phase_name(p: &Phase) -> &'static str {
-    match p {
-        Phase::Snapshot => "snapshot",
-        Phase::CatchUp { .. } => "catch-up",
-    }
-}
-
 impl Ledger {
     pub fn new(store: Arc<Store>) -> Ledger {
         Ledger { store }
@@ -144,47 +155,49 @@ impl Ledger {
     /// Idempotent: a page run again after a crash writes the same counts.
     pub fn page_done(&self, job: &SyncPageJob, done: &PageDone) -> anyhow::Result<()> {
         let now = self.store.now_ms();
-        let c = &done.counts;
-        let (phase, entity) = match &done.next {
-            Some(n) => (phase_name(&n.phase), n.entity.to_string()),
-            None => ("done", job.entity.to_string()),
-        };
-        let total = done.total.or(job.total).map(|t| t as i64);
+        let u = PageUpdate::of(job, done);
+        let c = &u.counts;
         let entities: Vec<String> = job.entities.iter().map(|e| e.to_string()).collect();
-        // What the CRM said it holds, per entity, during the snapshot pass.
-        let snapshot_total = match (job.phase, done.total) {
-            (Phase::Snapshot, Some(t)) => Some(t as i64),
-            _ => None,
-        };
+        // A page older than what is recorded (redelivered late) does not move the job back.
         self.store.conn().execute(
             "INSERT INTO jobs (job_id, source, entities, created_at, updated_at, phase, entity,
                                pages, read, enqueued, skipped, deleted, total, pages_done)
              VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (job_id) DO UPDATE SET updated_at = ?4, phase = ?5, entity = ?6,
                  pages = ?7, read = ?8, enqueued = ?9, skipped = ?10, deleted = ?11,
-                 total = ?12, pages_done = ?13, last_error = NULL",
+                 total = ?12, pages_done = ?13, last_error = NULL
+             WHERE pages <= ?7",
             params![
                 job.job_id,
                 job.source.to_string(),
                 entities.join(","),
                 now,
-                phase,
-                entity,
+                u.phase,
+                u.entity,
                 c.pages as i64,
                 c.read as i64,
                 c.enqueued as i64,
                 c.skipped as i64,
                 c.deleted as i64,
-                total,
-                done.next.is_none() as i64,
+                u.total.map(|t| t as i64),
+                u.pages_done as i64,
             ],
         )?;
-        if let Some(t) = snapshot_total {
+        if let Some((entity, t)) = u.snapshot_total {
             self.store.conn().execute(
                 "UPDATE jobs SET totals = json_set(totals, '$.' || ?2, ?3) WHERE job_id = ?1",
-                params![job.job_id, job.entity.to_string(), t],
+                params![job.job_id, entity, t as i64],
             )?;
         }
+        Ok(())
+    }
+
+    /// Adds what an upsert batch finally did with a job's changes.
+    pub fn add_writes(&self, job_id: &str, w: &JobWrites) -> anyhow::Result<()> {
+        self.store.conn().execute(
+            "UPDATE jobs SET written = written + ?2, write_failed = write_failed + ?3 WHERE job_id = ?1",
+            params![job_id, w.written as i64, w.failed as i64],
+        )?;
         Ok(())
     }
 
@@ -237,9 +250,39 @@ impl Ledger {
     }
 }
 
+/// The state file as the steps' ledger port (`crm-sync serve` records through it).
+#[async_trait]
+impl JobLedger for Ledger {
+    async fn started(
+        &self,
+        job_id: &str,
+        source: &SourceId,
+        entities: &[Entity],
+    ) -> Result<(), LedgerError> {
+        let entities: Vec<String> = entities.iter().map(|e| e.to_string()).collect();
+        Ledger::started(self, job_id, source.as_str(), &entities).map_err(ledger_error)
+    }
+    async fn page_done(&self, job: &SyncPageJob, done: &PageDone) -> Result<(), LedgerError> {
+        Ledger::page_done(self, job, done).map_err(ledger_error)
+    }
+    async fn page_retry(&self, job_id: &str, reason: &str) -> Result<(), LedgerError> {
+        Ledger::page_retry(self, job_id, reason).map_err(ledger_error)
+    }
+    async fn failed(&self, job_id: &str, reason: &str) -> Result<(), LedgerError> {
+        Ledger::failed(self, job_id, reason).map_err(ledger_error)
+    }
+    async fn writes(&self, job_id: &str, w: &JobWrites) -> Result<(), LedgerError> {
+        self.add_writes(job_id, w).map_err(ledger_error)
+    }
+}
+
+fn ledger_error(e: anyhow::Error) -> LedgerError {
+    LedgerError(format!("{e:#}"))
+}
+
 const SELECT_JOB: &str = "SELECT job_id, source, entities, created_at, updated_at, phase, entity,
     pages, read, enqueued, skipped, deleted, total, pages_done, retries, last_error, failed,
-    totals FROM jobs";
+    totals, written, write_failed FROM jobs";
 
 fn row_to_status(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobStatus> {
     let entities: String = r.get(2)?;
@@ -268,6 +311,8 @@ fn row_to_status(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobStatus> {
         last_error: r.get(15)?,
         failed: r.get(16)?,
         snapshot_totals: serde_json::from_str(&r.get::<_, String>(17)?).unwrap_or_default(),
+        written: r.get::<_, i64>(18)? as u64,
+        write_failed: r.get::<_, i64>(19)? as u64,
         pending_pages: 0,
         pending_writes: 0,
         dead_lettered: 0,
@@ -322,6 +367,10 @@ pub struct JobStatus {
     pub last_error: Option<String>,
     /// Why the job stopped, if its page job was dead-lettered.
     pub failed: Option<String>,
+    /// The job's changes Dataverse has finally written (or that were superseded or had nothing
+    /// to do), and those given up (in the DLQ).
+    pub written: u64,
+    pub write_failed: u64,
     /// Page jobs of this job waiting in the sync queue.
     pub pending_pages: u64,
     /// Messages of changes from this job waiting in the upsert queue.
@@ -350,6 +399,18 @@ impl JobStatus {
 
     pub fn is_finished(&self) -> bool {
         self.state() == "finished"
+    }
+
+    /// See [`pipeline::ledger::progress`].
+    pub fn progress(&self) -> Option<(&'static str, u64, u64)> {
+        pipeline::ledger::progress(
+            self.pages_done,
+            &self.phase,
+            self.counts.read,
+            &self.snapshot_totals,
+            self.written + self.write_failed,
+            self.counts.enqueued + self.counts.deleted,
+        )
     }
 }
 
@@ -389,6 +450,13 @@ impl std::fmt::Display for JobStatus {
             f,
             "  records      {} enqueued for Dataverse, {} skipped (unmappable), {} deletions found",
             c.enqueued, c.skipped, c.deleted
+        )?;
+        writeln!(
+            f,
+            "  written      {} of {} applied, {} failed",
+            self.written,
+            c.enqueued + c.deleted,
+            self.write_failed
         )?;
         writeln!(
             f,

@@ -139,6 +139,13 @@ enum SyncCommand {
         /// With --sqs-queue-url: another SQS endpoint.
         #[arg(long, value_name = "URL", requires = "sqs_queue_url")]
         sqs_endpoint: Option<String>,
+        /// With --sqs-queue-url: the stack's run ledger (the `JobsTableName` output), to record
+        /// the job so `sync status --jobs-table` can follow it.
+        #[arg(long, value_name = "TABLE", requires = "sqs_queue_url")]
+        jobs_table: Option<String>,
+        /// With --jobs-table: another DynamoDB endpoint.
+        #[arg(long, value_name = "URL", requires = "jobs_table")]
+        dynamodb_endpoint: Option<String>,
     },
     /// Show a job's progress (pages, records read, enqueued, skipped, deleted, pending writes,
     /// phase; finished or not), or every job's without JOB_ID. Exit code 1 if a job shown failed.
@@ -149,9 +156,17 @@ enum SyncCommand {
         /// Print JSON (one object per job, one per line).
         #[arg(long)]
         json: bool,
-        /// Wait until the jobs shown are finished or failed (at most this many seconds).
+        /// Wait until the jobs shown are finished or failed (at most this many seconds); one
+        /// job's progress is drawn with its rate and the time left.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "86400")]
         wait: Option<u64>,
+        /// Read a deployed stack's run ledger instead of the state file: its DynamoDB table
+        /// (the `JobsTableName` output); AWS credentials and region from the environment.
+        #[arg(long, value_name = "TABLE")]
+        jobs_table: Option<String>,
+        /// With --jobs-table: another DynamoDB endpoint.
+        #[arg(long, value_name = "URL", requires = "jobs_table")]
+        dynamodb_endpoint: Option<String>,
         job_id: Option<String>,
     },
 }
@@ -247,6 +262,8 @@ fn sync(command: SyncCommand) -> ExitCode {
             state,
             sqs_queue_url,
             sqs_endpoint,
+            jobs_table,
+            dynamodb_endpoint,
         } => {
             let args = sync_cmd::StartArgs {
                 config,
@@ -256,6 +273,10 @@ fn sync(command: SyncCommand) -> ExitCode {
                 sqs: sqs_queue_url.map(|queue_url| sync_cmd::SqsTarget {
                     queue_url,
                     endpoint: sqs_endpoint,
+                    jobs: jobs_table.map(|table| sync_cmd::JobsTable {
+                        table,
+                        endpoint: dynamodb_endpoint,
+                    }),
                 }),
             };
             match rt.block_on(sync_cmd::start(&args)) {
@@ -270,16 +291,48 @@ fn sync(command: SyncCommand) -> ExitCode {
             }
         }
         SyncCommand::Status {
+            jobs_table: Some(table),
+            dynamodb_endpoint,
+            json,
+            wait,
+            job_id,
+            ..
+        } => {
+            let jobs = sync_cmd::JobsTable {
+                table,
+                endpoint: dynamodb_endpoint,
+            };
+            let shown = rt.block_on(async {
+                let ledger = jobs.ledger().await;
+                let fetch = || sync_cmd::cloud_status(&ledger, job_id.as_deref());
+                match wait {
+                    Some(secs) => {
+                        sync_cmd::wait_with(fetch, Duration::from_secs(secs), !json).await
+                    }
+                    None => fetch().await,
+                }
+            });
+            match shown {
+                Ok(jobs) => print_jobs(&jobs, json),
+                Err(e) => {
+                    eprintln!("crm-sync sync status: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        SyncCommand::Status {
             state,
             json,
             wait,
             job_id,
+            ..
         } => {
             let shown = rt.block_on(async {
                 let state = sync_cmd::open_existing(&state)?;
                 let jobs = match wait {
                     Some(secs) => {
-                        sync_cmd::wait(&state, job_id.as_deref(), Duration::from_secs(secs)).await
+                        let fetch = || async { sync_cmd::status(&state, job_id.as_deref()) };
+                        sync_cmd::wait_with(fetch, Duration::from_secs(secs), !json).await
                     }
                     None => sync_cmd::status(&state, job_id.as_deref()),
                 }?;
@@ -292,21 +345,7 @@ fn sync(command: SyncCommand) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if jobs.is_empty() && !json {
-                println!("no sync jobs yet (start one with `crm-sync sync start`)");
-            }
-            for (i, j) in jobs.iter().enumerate() {
-                if json {
-                    let mut v = serde_json::to_value(j).unwrap_or_default();
-                    v["state"] = j.state().into();
-                    println!("{v}");
-                } else {
-                    if i > 0 {
-                        println!();
-                    }
-                    print!("{j}");
-                }
-            }
+            let code = print_jobs(&jobs, json);
             if !json && job_id.is_none() {
                 let queues: Vec<String> = depths
                     .iter()
@@ -321,12 +360,35 @@ fn sync(command: SyncCommand) -> ExitCode {
                     }
                 );
             }
-            if jobs.iter().any(|j| j.state() == "failed") {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
+            code
         }
+    }
+}
+
+/// Prints jobs as text or JSON lines; exit code 1 if one failed.
+fn print_jobs<J: serde::Serialize + std::fmt::Display + sync_cmd::Tracked>(
+    jobs: &[J],
+    json: bool,
+) -> ExitCode {
+    if jobs.is_empty() && !json {
+        println!("no sync jobs yet (start one with `crm-sync sync start`)");
+    }
+    for (i, j) in jobs.iter().enumerate() {
+        if json {
+            let mut v = serde_json::to_value(j).unwrap_or_default();
+            v["state"] = j.state().into();
+            println!("{v}");
+        } else {
+            if i > 0 {
+                println!();
+            }
+            print!("{j}");
+        }
+    }
+    if jobs.iter().any(|j| j.state() == "failed") {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

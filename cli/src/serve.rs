@@ -18,14 +18,12 @@ use anyhow::{Context, bail};
 use dataverse::DataverseWriter;
 use pipeline::Metrics;
 use pipeline::config::Config;
-use pipeline::message::{self, Message};
+use pipeline::ledger::{JobLedger, handle_sync_message_recorded, record_writes};
 use pipeline::queue::{Queue, Received};
 use pipeline::recent::RecentEvents;
 use pipeline::runner::{backoff, dead_letter, upsert_received};
 use pipeline::sources::Sources;
-use pipeline::sync::{
-    Crms, StepError, SyncPorts, SyncSettings, handle_sync_message, run_sync_page,
-};
+use pipeline::sync::{Crms, StepError, SyncPorts, SyncSettings};
 use pipeline::upsert::{UpsertPolicy, UpsertPorts};
 use pipeline::webhook::WebhookPorts;
 use tokio::sync::watch;
@@ -149,43 +147,17 @@ impl Runner {
 
     async fn sync_message(&self, m: &Received) {
         let ports = self.sync_ports();
-        // Page jobs are run here rather than through `handle_sync_message`, to record their
-        // progress in the ledger.
-        let (result, job) = match message::decode(&m.body) {
-            Ok(env) => match env.body {
-                Message::SyncPage(job) => {
-                    let r = run_sync_page(job.clone(), &env.correlation_id, &ports, &self.settings)
-                        .await;
-                    if let (Ok(done), Some(ledger)) = (&r, &self.ledger)
-                        && let Err(e) = ledger.page_done(&job, done)
-                    {
-                        warn!(error = %e, job_id = %job.job_id, "could not record the page in the ledger");
-                    }
-                    (r.map(|_| ()), Some(job.job_id))
-                }
-                _ => (
-                    handle_sync_message(&m.body, &ports, &self.settings).await,
-                    None,
-                ),
-            },
-            Err(e) => (Err(StepError::Permanent(e.to_string())), None),
-        };
-        match result {
+        let ledger = self.ledger.as_ref().map(|l| l as &dyn JobLedger);
+        match handle_sync_message_recorded(&m.body, &ports, &self.settings, ledger).await {
             Ok(()) => {
                 let _ = self.sync.delete(&m.receipt).await;
             }
             Err(StepError::Retryable(reason)) => {
                 warn!(message_id = %m.message_id, receives = m.receive_count, %reason, "sync message will be retried");
-                if let (Some(ledger), Some(job)) = (&self.ledger, &job) {
-                    let _ = ledger.page_retry(job, &reason);
-                }
                 let _ = self.sync.release(&m.receipt, backoff(m)).await;
             }
             Err(StepError::Permanent(reason)) => {
                 warn!(message_id = %m.message_id, %reason, "sync message dead-lettered");
-                if let (Some(ledger), Some(job)) = (&self.ledger, &job) {
-                    let _ = ledger.failed(job, &reason);
-                }
                 dead_letter(self.sync.as_ref(), self.sync_dlq.as_ref(), m, reason).await;
             }
         }
@@ -224,7 +196,9 @@ impl Runner {
             deadline: None,
             metrics: &self.metrics,
         };
-        upsert_received(batch, &ports, &self.policy, self.upsert.as_ref()).await;
+        let report = upsert_received(batch, &ports, &self.policy, self.upsert.as_ref()).await;
+        let ledger = self.ledger.as_ref().map(|l| l as &dyn JobLedger);
+        record_writes(ledger, &report.by_job).await;
     }
 
     /// Whether the sync worker should wait for the upsert queue to shrink.

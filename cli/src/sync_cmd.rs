@@ -9,9 +9,14 @@ use anyhow::{Context, bail};
 use mapping::{Entity, SourceId};
 use pipeline::Metrics;
 use pipeline::config::Config;
-use pipeline::sync::{Crms, SyncPorts, start_sync};
+use pipeline::ledger::JobLedger;
+use pipeline::sync::{Crms, SyncPorts, job_entities, start_sync};
+
+use ledger_dynamodb::DynamoLedger;
+use pipeline::ledger::JobRecord;
 
 use crate::jobs::{JobStatus, LocalState};
+use crate::progress::Progress;
 
 #[derive(Debug, Clone)]
 pub struct StartArgs {
@@ -29,6 +34,8 @@ pub struct StartArgs {
 pub struct SqsTarget {
     pub queue_url: String,
     pub endpoint: Option<String>,
+    /// The stack's run ledger, to record the job in (as the function's own start does).
+    pub jobs: Option<JobsTable>,
 }
 
 /// Enqueues the first page job of an initial sync of `source`; returns the job id.
@@ -75,9 +82,17 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<String> {
             sync: &queue,
             metrics: &Metrics::new(),
         };
-        return start_sync(&source, &args.entities, &ports)
+        let job_id = start_sync(&source, &args.entities, &ports)
             .await
-            .map_err(|e| anyhow::anyhow!("starting the sync on {}: {e}", target.queue_url));
+            .map_err(|e| anyhow::anyhow!("starting the sync on {}: {e}", target.queue_url))?;
+        if let Some(jobs) = &target.jobs {
+            jobs.ledger()
+                .await
+                .started(&job_id, &source, &job_entities(&args.entities))
+                .await
+                .with_context(|| format!("the job {job_id} runs, but recording it failed"))?;
+        }
+        return Ok(job_id);
     }
     let state = LocalState::open(&args.state)?;
     let crms = Crms::new();
@@ -129,21 +144,97 @@ pub fn status(state: &LocalState, job: Option<&str>) -> anyhow::Result<Vec<JobSt
     }
 }
 
+/// What `status --wait` needs of a job, local or in the cloud.
+pub trait Tracked {
+    fn state(&self) -> &'static str;
+    fn progress(&self) -> Option<(&'static str, u64, u64)>;
+}
+
+impl Tracked for JobStatus {
+    fn state(&self) -> &'static str {
+        JobStatus::state(self)
+    }
+    fn progress(&self) -> Option<(&'static str, u64, u64)> {
+        JobStatus::progress(self)
+    }
+}
+
+impl Tracked for JobRecord {
+    fn state(&self) -> &'static str {
+        JobRecord::state(self)
+    }
+    fn progress(&self) -> Option<(&'static str, u64, u64)> {
+        JobRecord::progress(self)
+    }
+}
+
+/// Polls `fetch` until every job is finished or failed, or `limit` passes. With `bar`, the
+/// progress of a single job is drawn on stderr (a terminal only) with its rate and time left.
+pub async fn wait_with<J: Tracked, F, Fut>(
+    mut fetch: F,
+    limit: Duration,
+    bar: bool,
+) -> anyhow::Result<Vec<J>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<J>>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut progress = Progress::new("", 1, bar);
+    loop {
+        let jobs = fetch().await?;
+        if let [job] = jobs.as_slice()
+            && let Some((label, done, total)) = job.progress()
+        {
+            progress.set_total(label, total);
+            progress.set(done);
+        }
+        let settled = jobs
+            .iter()
+            .all(|j| matches!(j.state(), "finished" | "failed"));
+        if settled || tokio::time::Instant::now() >= deadline {
+            progress.finish();
+            return Ok(jobs);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Polls until every job shown is finished or failed, or `limit` passes.
 pub async fn wait(
     state: &LocalState,
     job: Option<&str>,
     limit: Duration,
 ) -> anyhow::Result<Vec<JobStatus>> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let jobs = status(state, job)?;
-        let settled = jobs
-            .iter()
-            .all(|j| matches!(j.state(), "finished" | "failed"));
-        if settled || tokio::time::Instant::now() >= deadline {
-            return Ok(jobs);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_with(|| async { status(state, job) }, limit, false).await
+}
+
+/// A deployed stack's run ledger: its DynamoDB table (the `JobsTableName` output).
+#[derive(Debug, Clone)]
+pub struct JobsTable {
+    pub table: String,
+    pub endpoint: Option<String>,
+}
+
+impl JobsTable {
+    pub async fn ledger(&self) -> DynamoLedger {
+        DynamoLedger::new(
+            DynamoLedger::client(self.endpoint.as_deref()).await,
+            self.table.clone(),
+        )
+    }
+}
+
+/// The status of `job` (or of every job, newest first) in a deployed stack's ledger.
+pub async fn cloud_status(
+    ledger: &DynamoLedger,
+    job: Option<&str>,
+) -> anyhow::Result<Vec<JobRecord>> {
+    match job {
+        Some(id) => match ledger.get(id).await? {
+            Some(r) => Ok(vec![r]),
+            None => bail!("no job {id} in table {}", ledger.table()),
+        },
+        None => Ok(ledger.list().await?),
     }
 }

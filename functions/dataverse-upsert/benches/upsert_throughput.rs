@@ -110,6 +110,7 @@ async fn run(mode_name: &str, records: usize) {
     let client = Arc::new(WebApiClient::new(dv).unwrap());
     let app = Arc::new(App {
         metrics: Default::default(),
+        ledger: None,
         sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
         writer: Box::new(ArcWriter(client.clone())),
         retry: Box::new(Arc::new(MemoryQueue::new(

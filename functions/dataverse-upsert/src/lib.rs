@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use dataverse::DataverseWriter;
+use pipeline::ledger::{JobLedger, record_writes};
 use pipeline::sources::Sources;
 use pipeline::upsert::{InMessage, UpsertPolicy, UpsertPorts, apply_changes};
 use pipeline::{Metrics, Queue};
@@ -29,6 +30,8 @@ pub struct App {
     pub policy: UpsertPolicy,
     /// What this invocation did; written out as EMF when it ends.
     pub metrics: Metrics,
+    /// Where sync jobs' write counts are added (`JOBS_TABLE`), for `sync status`.
+    pub ledger: Option<Box<dyn JobLedger>>,
 }
 
 pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchResponse {
@@ -62,6 +65,7 @@ pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchRes
         metrics: &app.metrics,
     };
     let report = apply_changes(&msgs, &ports, &app.policy).await;
+    record_writes(app.ledger.as_deref(), &report.by_job).await;
     if let Some(wait) = report.throttled_for {
         for (queue, receipt) in report.failed.iter().filter_map(|id| receipts.get(id)) {
             let Some(q) = app.origins.iter().find(|q| q.name() == queue) else {

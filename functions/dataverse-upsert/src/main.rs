@@ -4,7 +4,8 @@
 //! Environment: `CRM_SYNC_CONFIG` or `CRM_SYNC_CONFIG_FILE`; `DATAVERSE_URL`,
 //! `DATAVERSE_TENANT`, `DATAVERSE_CLIENT_ID`, `DATAVERSE_CLIENT_SECRET` (the secret or an
 //! `aws-secret:` reference), optionally `DATAVERSE_TOKEN_URL`; `RETRY_QUEUE_URL`, `DLQ_URL`,
-//! optionally `SYNC_QUEUE_URL` (redelivered sync pages are re-read through it),
+//! optionally `SYNC_QUEUE_URL` (redelivered sync pages are re-read through it), `JOBS_TABLE` (the
+//! run ledger, `DYNAMODB_ENDPOINT` to point it elsewhere),
 //! `UPSERT_QUEUE_URL` (throttled messages come back after Dataverse's Retry-After) and
 //! `SQS_ENDPOINT`. Built during the first invocation, not at init, because the secrets
 //! extension answers only then; a failure there fails that invocation (its messages come back).
@@ -48,6 +49,9 @@ async fn build() -> anyhow::Result<App> {
         dlq: Box::new(SqsQueue::new(sqs, env("DLQ_URL")?)),
         policy: UpsertPolicy::default(),
         metrics: Default::default(),
+        ledger: ledger_dynamodb::DynamoLedger::from_env()
+            .await
+            .map(|l| Box::new(l) as Box<dyn pipeline::ledger::JobLedger>),
     })
 }
 

@@ -105,6 +105,7 @@ async fn setup(limits: Option<Limits>) -> Setup {
     let dlq = Arc::new(MemoryQueue::new("dlq", MemoryQueueConfig::default(), None));
     let app = App {
         metrics: Default::default(),
+        ledger: None,
         sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
         writer: Box::new(WebApiClient::new(dv).unwrap()),
         retry: Box::new(retry.clone()),
@@ -346,6 +347,7 @@ async fn a_throttled_message_comes_back_after_retry_after_not_the_visibility_tim
     let q = |n: &str| Arc::new(MemoryQueue::new(n, MemoryQueueConfig::default(), None));
     let app = App {
         metrics: Default::default(),
+        ledger: None,
         sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
         writer: Box::new(WebApiClient::new(dv).unwrap()),
         retry: Box::new(q("retry")),

@@ -9,9 +9,10 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use base64::Engine;
 use mapping::{Entity, SourceId};
 use pipeline::Metrics;
+use pipeline::ledger::{JobLedger, handle_sync_message_recorded};
 use pipeline::queue::{ERROR_ATTRIBUTE, OutMessage, Queue};
 use pipeline::sources::Sources;
-use pipeline::sync::{Crms, StepError, SyncPorts, SyncSettings, handle_sync_message, start_sync};
+use pipeline::sync::{Crms, StepError, SyncPorts, SyncSettings, job_entities, start_sync};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -24,6 +25,8 @@ pub struct App {
     pub settings: SyncSettings,
     /// What this invocation did; written out as EMF when it ends.
     pub metrics: Metrics,
+    /// Where each job's start and pages are recorded (`JOBS_TABLE`), for `sync status`.
+    pub ledger: Option<Box<dyn JobLedger>>,
 }
 
 impl App {
@@ -89,7 +92,9 @@ pub async fn handle_sqs(
     lambda_common::for_each_message(event, |body| {
         let ports = &ports;
         async move {
-            match handle_sync_message(&body, ports, &app.settings).await {
+            match handle_sync_message_recorded(&body, ports, &app.settings, app.ledger.as_deref())
+                .await
+            {
                 Ok(()) => Ok(()),
                 Err(StepError::Retryable(e)) => Err(e),
                 Err(StepError::Permanent(reason)) => {
@@ -127,6 +132,14 @@ pub async fn start(app: &App, req: StartRequest) -> Result<Started, Refused> {
                 message: m,
             },
         })?;
+    if let Some(ledger) = &app.ledger
+        && let Err(e) = ledger
+            .started(&job_id, &source, &job_entities(&req.entities))
+            .await
+    {
+        // The job runs regardless; only its status will be missing.
+        tracing::warn!(job_id, error = %e, "could not record the job in the ledger");
+    }
     Ok(Started {
         job_id,
         source: source.to_string(),

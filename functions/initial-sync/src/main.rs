@@ -3,7 +3,8 @@
 //!
 //! Environment: `CRM_SYNC_CONFIG` or `CRM_SYNC_CONFIG_FILE` (CRM credentials in each source's
 //! `[sources.connection]`, secrets as `aws-secret:` references); `SYNC_QUEUE_URL`,
-//! `UPSERT_QUEUE_URL`, `SYNC_DLQ_URL`, optionally `SQS_ENDPOINT` and `PAGE_SIZE`. Built during
+//! `UPSERT_QUEUE_URL`, `SYNC_DLQ_URL`, optionally `SQS_ENDPOINT`, `PAGE_SIZE` and `JOBS_TABLE`
+//! (the run ledger; `DYNAMODB_ENDPOINT` to point it elsewhere). Built during
 //! the first invocation, not at init, because the secrets extension answers only then.
 
 use initial_sync::{App, handle};
@@ -38,6 +39,9 @@ async fn build() -> anyhow::Result<App> {
         dlq: Box::new(SqsQueue::new(sqs, env("SYNC_DLQ_URL")?)),
         settings,
         metrics: Default::default(),
+        ledger: ledger_dynamodb::DynamoLedger::from_env()
+            .await
+            .map(|l| Box::new(l) as Box<dyn pipeline::ledger::JobLedger>),
     })
 }
 

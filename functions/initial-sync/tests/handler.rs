@@ -55,6 +55,7 @@ fn setup(accounts: usize, contacts: usize) -> Setup {
     Setup {
         app: App {
             metrics: Default::default(),
+            ledger: None,
             sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
             crms,
             upsert: Box::new(upsert.clone()),

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod ledger;
 pub mod memory_queue;
 pub mod message;
 pub mod metrics;

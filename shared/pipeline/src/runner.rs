@@ -240,4 +240,9 @@ fn add(total: &mut UpsertReport, r: &UpsertReport) {
     total.dead_lettered += r.dead_lettered;
     total.retrying += r.retrying;
     total.throttled_for = total.throttled_for.max(r.throttled_for);
+    for (job, w) in &r.by_job {
+        let t = total.by_job.entry(job.clone()).or_default();
+        t.written += w.written;
+        t.failed += w.failed;
+    }
 }

@@ -99,13 +99,7 @@ pub async fn start_sync(
     if ports.sources.get(source).is_none() {
         return Err(StepError::Permanent(format!("unknown source `{source}`")));
     }
-    let mut order: Vec<Entity> = if entities.is_empty() {
-        Entity::ALL.to_vec()
-    } else {
-        entities.to_vec()
-    };
-    order.sort();
-    order.dedup();
+    let order = job_entities(entities);
     let job_id = uuid::Uuid::new_v4().to_string();
     let job = SyncPageJob {
         job_id: job_id.clone(),
@@ -122,6 +116,18 @@ pub async fn start_sync(
     ports.sync.send(vec![job_message(&job_id, &job)]).await?;
     info!(job_id, %source, entities = ?job.entities, "initial sync started");
     Ok(job_id)
+}
+
+/// The entities a job walks, in walking order (accounts before contacts); none named: all.
+pub fn job_entities(entities: &[Entity]) -> Vec<Entity> {
+    let mut order: Vec<Entity> = if entities.is_empty() {
+        Entity::ALL.to_vec()
+    } else {
+        entities.to_vec()
+    };
+    order.sort();
+    order.dedup();
+    order
 }
 
 fn job_message(correlation_id: &str, job: &SyncPageJob) -> OutMessage {

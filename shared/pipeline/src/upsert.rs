@@ -22,6 +22,7 @@ use dataverse::{Applied, DataverseWriter, FailureKind};
 use mapping::{Change, Entity, RecordKey, row};
 use tracing::{info, warn};
 
+use crate::ledger::JobWrites;
 use crate::message::{self, ChangeBatch, FetchJob, MAX_BODY_BYTES, Message};
 use crate::metrics::{Dims, Metric, Metrics};
 use crate::queue::{ERROR_ATTRIBUTE, MAX_DELAY, OutMessage, Queue};
@@ -93,6 +94,8 @@ pub struct UpsertReport {
     pub retrying: u64,
     /// Longest Retry-After Dataverse asked for, if it throttled.
     pub throttled_for: Option<Duration>,
+    /// Final outcomes per correlation id (a sync job's id, for its ledger).
+    pub by_job: BTreeMap<String, JobWrites>,
 }
 
 struct Pending {
@@ -114,6 +117,8 @@ pub async fn apply_changes(
     let mut dead_owner: Vec<usize> = Vec::new();
     // Per dead letter: the source and entity it is counted under.
     let mut dead_dims: Vec<Dims> = Vec::new();
+    // Per dead letter: the unit of work its changes belong to, if known.
+    let mut dead_jobs: Vec<Option<String>> = Vec::new();
 
     // Decode; a message that cannot be read goes to the DLQ as it is.
     let mut pending: Vec<Pending> = Vec::new();
@@ -149,12 +154,14 @@ pub async fn apply_changes(
                     ));
                     dead_owner.push(i);
                     dead_dims.push(Dims::new("-", "-"));
+                    dead_jobs.push(None);
                 }
             },
             Err(e) => {
                 dead.push(dead_letter(m.body.clone(), e.to_string()));
                 dead_owner.push(i);
                 dead_dims.push(Dims::new("-", "-"));
+                dead_jobs.push(None);
             }
         }
     }
@@ -177,6 +184,11 @@ pub async fn apply_changes(
             ports
                 .metrics
                 .add(&dims_of(&p.change), Metric::Superseded, 1);
+            report
+                .by_job
+                .entry(p.correlation_id.clone())
+                .or_default()
+                .written += 1;
         }
     }
 
@@ -193,15 +205,24 @@ pub async fn apply_changes(
             ));
             dead_owner.push(p.msg);
             dead_dims.push(dims_of(&p.change));
+            dead_jobs.push(Some(p.correlation_id.clone()));
             continue;
         };
         match row::build(&p.change, &ctx) {
             Ok(Some(op)) => by_entity.entry(p.change.entity).or_default().push((i, op)),
-            Ok(None) => report.ignored += 1,
+            Ok(None) => {
+                report.ignored += 1;
+                report
+                    .by_job
+                    .entry(p.correlation_id.clone())
+                    .or_default()
+                    .written += 1;
+            }
             Err(e) => {
                 dead.push(change_letter(p, e.to_string()));
                 dead_owner.push(p.msg);
                 dead_dims.push(dims_of(&p.change));
+                dead_jobs.push(Some(p.correlation_id.clone()));
             }
         }
     }
@@ -228,6 +249,11 @@ pub async fn apply_changes(
             if let Some((n, metric)) = counted {
                 *n += 1;
                 ports.metrics.add(&dims, metric, 1);
+                report
+                    .by_job
+                    .entry(p.correlation_id.clone())
+                    .or_default()
+                    .written += 1;
             }
             if let Err(e) = result {
                 match e.kind() {
@@ -263,6 +289,7 @@ pub async fn apply_changes(
                         dead.push(change_letter(p, reason));
                         dead_owner.push(p.msg);
                         dead_dims.push(dims);
+                        dead_jobs.push(Some(p.correlation_id.clone()));
                     }
                 }
             }
@@ -333,6 +360,9 @@ pub async fn apply_changes(
                 report.dead_lettered += n;
                 for d in &dead_dims {
                     ports.metrics.add(d, Metric::FailedPermanently, 1);
+                }
+                for j in dead_jobs.into_iter().flatten() {
+                    report.by_job.entry(j).or_default().failed += 1;
                 }
             }
             Err(e) => {

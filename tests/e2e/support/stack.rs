@@ -147,6 +147,7 @@ impl Stack {
         dv_cfg.max_attempts = opts.dataverse_attempts;
         let upsert_app = Arc::new(dataverse_upsert::App {
             metrics: Default::default(),
+            ledger: None,
             sources: config.mappers().expect("mappers"),
             writer: Box::new(WebApiClient::new(dv_cfg).expect("dataverse client")),
             retry: queue(&queues.retry.url),
@@ -165,6 +166,7 @@ impl Stack {
         let crms = config.crm_readers(&sources).expect("crm readers");
         let sync_app = Arc::new(initial_sync::App {
             metrics: Default::default(),
+            ledger: None,
             sources,
             crms,
             upsert: queue(&queues.upsert.url),
