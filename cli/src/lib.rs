@@ -1,6 +1,7 @@
 //! The local runner behind the `crm-sync` command: the pipeline on one machine. `emulated` wires
 //! it to the embedded emulators; `webhook_server` is the webhook endpoint; `demo` is the README's
-//! main command; `progress` draws its progress bar.
+//! main command; `progress` draws its progress bar; `serve` runs the steps over the state file's
+//! queues (`durable_queue`, `jobs`) or a deployed stack's (`stack`).
 
 pub mod demo;
 pub mod durable_queue;
@@ -8,5 +9,6 @@ pub mod emulated;
 pub mod jobs;
 pub mod progress;
 pub mod serve;
+pub mod stack;
 pub mod sync_cmd;
 pub mod webhook_server;

@@ -107,6 +107,15 @@ enum Command {
         /// Log lines as JSON objects.
         #[arg(long)]
         log_json: bool,
+        /// Work a deployed stack's SQS queues instead of the state file's, as its functions
+        /// would (and record jobs in its run ledger): the stack's Outputs as
+        /// `aws cloudformation describe-stacks --query 'Stacks[0].Outputs'` prints them.
+        /// AWS credentials and region come from the environment.
+        #[arg(long, value_name = "FILE", conflicts_with = "state")]
+        stack_outputs: Option<PathBuf>,
+        /// With --stack-outputs: another endpoint for SQS and DynamoDB.
+        #[arg(long, value_name = "URL", requires = "stack_outputs")]
+        aws_endpoint: Option<String>,
     },
     /// Start an initial sync, or show how far one is.
     Sync {
@@ -233,10 +242,13 @@ fn serve(opts: ServeOptions, log: &str, log_json: bool) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let queues = match &opts.stack {
+            Some(t) => format!("queues of the stack (sync {})", t.outputs.sync),
+            None => format!("state {}", opts.state.display()),
+        };
         println!(
-            "crm-sync serve: webhooks on {}{{source}}, state {}; Ctrl-C to stop",
+            "crm-sync serve: webhooks on {}{{source}}, {queues}; Ctrl-C to stop",
             running.webhook_base_url(),
-            opts.state.display()
         );
         stop_signal().await;
         eprintln!(
@@ -464,8 +476,22 @@ fn main() -> ExitCode {
             parent_retry_delay,
             log,
             log_json,
+            stack_outputs,
+            aws_endpoint,
         } => {
+            let stack = match stack_outputs.as_deref().map(crm_sync::stack::StackOutputs::load) {
+                Some(Ok(outputs)) => Some(crm_sync::serve::StackTarget {
+                    outputs,
+                    endpoint: aws_endpoint,
+                }),
+                Some(Err(e)) => {
+                    eprintln!("crm-sync serve: {e:#}");
+                    return ExitCode::from(2);
+                }
+                None => None,
+            };
             let opts = ServeOptions {
+                stack,
                 listen,
                 page_size,
                 upsert_workers,

@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::durable_queue::DurableQueue;
 use crate::jobs::{Ledger, LocalState};
+use crate::stack::StackOutputs;
 use crate::webhook_server::{WebhookServer, WebhookTarget};
 
 /// The sync worker pauses while the upsert queue holds more than this many messages, so a
@@ -57,6 +58,17 @@ pub struct ServeOptions {
     pub batch_size: usize,
     /// First delay before a contact whose account is not in Dataverse yet is tried again.
     pub parent_retry_delay: Duration,
+    /// Work a deployed stack's SQS queues (and record in its run ledger) instead of the state
+    /// file's, as its Lambda functions would.
+    pub stack: Option<StackTarget>,
+}
+
+/// A deployed stack to serve: its outputs, and another endpoint for SQS and DynamoDB (a local
+/// emulation) if not AWS's.
+#[derive(Debug, Clone)]
+pub struct StackTarget {
+    pub outputs: StackOutputs,
+    pub endpoint: Option<String>,
 }
 
 impl ServeOptions {
@@ -69,6 +81,7 @@ impl ServeOptions {
             upsert_workers: 4,
             batch_size: 10,
             parent_retry_delay: UpsertPolicy::default().parent_delay,
+            stack: None,
         }
     }
 }
@@ -88,6 +101,11 @@ pub struct Runner {
     pub upsert: Arc<dyn Queue>,
     pub sync_dlq: Arc<dyn Queue>,
     pub upsert_dlq: Arc<dyn Queue>,
+    /// Where parked contacts wait: the upsert queue itself locally; the stack's standard retry
+    /// queue over SQS (a FIFO queue takes no per-message delay), which is then worked too.
+    pub retry: Arc<dyn Queue>,
+    /// Where notification items that cannot be mapped go.
+    pub webhook_dlq: Arc<dyn Queue>,
     pub settings: SyncSettings,
     pub policy: UpsertPolicy,
     pub batch_size: usize,
@@ -95,7 +113,7 @@ pub struct Runner {
     /// What the workers did, answered on `GET /metrics`.
     pub metrics: Arc<Metrics>,
     /// Where page progress is recorded for `sync status`.
-    pub ledger: Option<Ledger>,
+    pub ledger: Option<Arc<dyn JobLedger>>,
     /// The upsert queue, to hold the sync worker back while it is long.
     pub backlog: Option<Arc<DurableQueue>>,
 }
@@ -106,7 +124,7 @@ impl WebhookTarget for Runner {
             sources: &self.sources,
             upsert: self.upsert.as_ref(),
             sync: self.sync.as_ref(),
-            dlq: self.upsert_dlq.as_ref(),
+            dlq: self.webhook_dlq.as_ref(),
             recent: Some(&self.recent),
             metrics: &self.metrics,
         }
@@ -147,7 +165,7 @@ impl Runner {
 
     async fn sync_message(&self, m: &Received) {
         let ports = self.sync_ports();
-        let ledger = self.ledger.as_ref().map(|l| l as &dyn JobLedger);
+        let ledger = self.ledger.as_deref();
         match handle_sync_message_recorded(&m.body, &ports, &self.settings, ledger).await {
             Ok(()) => {
                 let _ = self.sync.delete(&m.receipt).await;
@@ -165,40 +183,41 @@ impl Runner {
 
     /// Handles one upsert batch, if one comes within `wait`; returns how many messages it had.
     pub async fn upsert_step(&self, wait: Duration) -> usize {
-        let batch = self.receive_upsert(wait).await;
-        self.upsert_batch(&batch).await;
+        let batch = self.receive_upsert(self.upsert.as_ref(), wait).await;
+        self.upsert_batch(self.upsert.as_ref(), &batch).await;
         batch.len()
     }
 
-    /// Receives one upsert batch. Dropping the future while it waits loses nothing.
-    async fn receive_upsert(&self, wait: Duration) -> Vec<Received> {
-        match self.upsert.receive(self.batch_size, wait).await {
+    /// Receives one batch of `queue` (upsert or retry). Dropping the future while it waits
+    /// loses nothing.
+    async fn receive_upsert(&self, queue: &dyn Queue, wait: Duration) -> Vec<Received> {
+        match queue.receive(self.batch_size, wait).await {
             Ok(b) => b,
             Err(e) => {
-                warn!(error = %e, "upsert queue unavailable");
+                warn!(queue = queue.name(), error = %e, "queue unavailable");
                 tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
                 Vec::new()
             }
         }
     }
 
-    /// Applies a batch, deletes what succeeded and releases the rest for a retry.
-    async fn upsert_batch(&self, batch: &[Received]) {
+    /// Applies a batch received from `queue`, deletes what succeeded and releases the rest for
+    /// a retry.
+    async fn upsert_batch(&self, queue: &dyn Queue, batch: &[Received]) {
         if batch.is_empty() {
             return;
         }
         let ports = UpsertPorts {
             sources: &self.sources,
             writer: self.writer.as_ref(),
-            retry: self.upsert.as_ref(),
+            retry: self.retry.as_ref(),
             dlq: self.upsert_dlq.as_ref(),
             refetch: Some(self.sync.as_ref()),
             deadline: None,
             metrics: &self.metrics,
         };
-        let report = upsert_received(batch, &ports, &self.policy, self.upsert.as_ref()).await;
-        let ledger = self.ledger.as_ref().map(|l| l as &dyn JobLedger);
-        record_writes(ledger, &report.by_job).await;
+        let report = upsert_received(batch, &ports, &self.policy, queue).await;
+        record_writes(self.ledger.as_deref(), &report.by_job).await;
     }
 
     /// Whether the sync worker should wait for the upsert queue to shrink.
@@ -210,11 +229,83 @@ impl Runner {
 /// A running `crm-sync serve`.
 pub struct Serve {
     runner: Arc<Runner>,
-    state: Arc<LocalState>,
+    /// The state file, when serve works its own queues rather than a stack's.
+    state: Option<Arc<LocalState>>,
     server: WebhookServer,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
-    _lock: File,
+    _lock: Option<File>,
+}
+
+/// The queues and ledger serve works: the state file's, or a deployed stack's.
+struct Wiring {
+    state: Option<Arc<LocalState>>,
+    lock: Option<File>,
+    sync: Arc<dyn Queue>,
+    upsert: Arc<dyn Queue>,
+    retry: Arc<dyn Queue>,
+    sync_dlq: Arc<dyn Queue>,
+    upsert_dlq: Arc<dyn Queue>,
+    webhook_dlq: Arc<dyn Queue>,
+    ledger: Option<Arc<dyn JobLedger>>,
+    backlog: Option<Arc<DurableQueue>>,
+}
+
+impl Wiring {
+    fn local(opts: &ServeOptions) -> anyhow::Result<Wiring> {
+        let lock = lock_state(&opts.state)?;
+        let state = Arc::new(LocalState::open(&opts.state)?);
+        let reclaimed = state.store.reclaim_in_flight()?;
+        if reclaimed > 0 {
+            info!(
+                reclaimed,
+                "messages a previous run had in hand are queued again"
+            );
+        }
+        Ok(Wiring {
+            sync: state.sync.clone(),
+            upsert: state.upsert.clone(),
+            // The durable queue takes per-message delays: parked contacts wait on it.
+            retry: state.upsert.clone(),
+            sync_dlq: state.sync_dlq.clone(),
+            upsert_dlq: state.upsert_dlq.clone(),
+            webhook_dlq: state.upsert_dlq.clone(),
+            ledger: Some(Arc::new(state.ledger())),
+            backlog: Some(state.upsert.clone()),
+            state: Some(state),
+            lock: Some(lock),
+        })
+    }
+
+    /// A stack's queues, worked as its event source mappings would: received, deleted when
+    /// handled, released for a retry, dead-lettered with the reason. SQS keeps what is in
+    /// flight: a crash here loses nothing (it comes back after the visibility timeout).
+    async fn stack(target: &StackTarget) -> Wiring {
+        let o = &target.outputs;
+        let client = sqs::SqsQueue::client(target.endpoint.as_deref()).await;
+        let queue = |url: &str| -> Arc<dyn Queue> { Arc::new(sqs::SqsQueue::new(client.clone(), url)) };
+        let ledger = match &o.jobs_table {
+            Some(table) => {
+                let dynamodb =
+                    ledger_dynamodb::DynamoLedger::client(target.endpoint.as_deref()).await;
+                Some(Arc::new(ledger_dynamodb::DynamoLedger::new(dynamodb, table.clone()))
+                    as Arc<dyn JobLedger>)
+            }
+            None => None,
+        };
+        Wiring {
+            state: None,
+            lock: None,
+            sync: queue(&o.sync),
+            upsert: queue(&o.upsert),
+            retry: queue(&o.retry),
+            sync_dlq: queue(&o.sync_dlq),
+            upsert_dlq: queue(&o.upsert_dlq),
+            webhook_dlq: queue(&o.webhook_dlq),
+            ledger,
+            backlog: None,
+        }
+    }
 }
 
 /// Takes the state file's lock: one runner per state file, so what is in flight in the file
@@ -257,23 +348,20 @@ impl Serve {
         if opts.page_size == 0 || opts.batch_size == 0 || opts.upsert_workers == 0 {
             bail!("--page-size, --batch-size and --upsert-workers must be at least 1");
         }
-        let lock = lock_state(&opts.state)?;
-        let state = Arc::new(LocalState::open(&opts.state)?);
-        let reclaimed = state.store.reclaim_in_flight()?;
-        if reclaimed > 0 {
-            info!(
-                reclaimed,
-                "messages a previous run had in hand are queued again"
-            );
-        }
+        let w = match &opts.stack {
+            Some(target) => Wiring::stack(target).await,
+            None => Wiring::local(opts)?,
+        };
         let runner = Arc::new(Runner {
             sources: Arc::new(sources),
             crms,
             writer: Arc::new(writer),
-            sync: state.sync.clone(),
-            upsert: state.upsert.clone(),
-            sync_dlq: state.sync_dlq.clone(),
-            upsert_dlq: state.upsert_dlq.clone(),
+            sync: w.sync,
+            upsert: w.upsert.clone(),
+            sync_dlq: w.sync_dlq,
+            upsert_dlq: w.upsert_dlq,
+            retry: w.retry.clone(),
+            webhook_dlq: w.webhook_dlq,
             settings: SyncSettings {
                 page_size: opts.page_size,
                 ..SyncSettings::default()
@@ -285,9 +373,10 @@ impl Serve {
             batch_size: opts.batch_size,
             recent: RecentEvents::default(),
             metrics: Arc::default(),
-            ledger: Some(state.ledger()),
-            backlog: Some(state.upsert.clone()),
+            ledger: w.ledger,
+            backlog: w.backlog,
         });
+        let state = w.state;
         let server = WebhookServer::start(runner.clone(), opts.listen)
             .await
             .with_context(|| format!("listening on {}", opts.listen))?;
@@ -314,21 +403,30 @@ impl Serve {
                 }
             }));
         }
-        for _ in 0..opts.upsert_workers {
-            let runner = runner.clone();
-            let mut stopped = stopped.clone();
-            workers.push(tokio::spawn(async move {
-                while !*stopped.borrow() {
-                    let batch = tokio::select! {
-                        biased;
-                        _ = stopped.changed() => break,
-                        b = runner.receive_upsert(POLL_WAIT) => b,
-                    };
-                    runner.upsert_batch(&batch).await;
-                }
-            }));
+        // The upsert queue's workers, and over SQS the retry queue's too (the durable queue
+        // is its own retry queue).
+        let mut consumed = vec![w.upsert.clone()];
+        if opts.stack.is_some() {
+            consumed.push(w.retry.clone());
         }
-        {
+        for queue in consumed {
+            for _ in 0..opts.upsert_workers {
+                let runner = runner.clone();
+                let queue = queue.clone();
+                let mut stopped = stopped.clone();
+                workers.push(tokio::spawn(async move {
+                    while !*stopped.borrow() {
+                        let batch = tokio::select! {
+                            biased;
+                            _ = stopped.changed() => break,
+                            b = runner.receive_upsert(queue.as_ref(), POLL_WAIT) => b,
+                        };
+                        runner.upsert_batch(queue.as_ref(), &batch).await;
+                    }
+                }));
+            }
+        }
+        if let Some(state) = &state {
             // A line a minute with the queues' depths, while anything is queued.
             let store = state.store.clone();
             let mut stopped = stopped.clone();
@@ -354,7 +452,10 @@ impl Serve {
         }
         info!(
             listen = %server.addr(),
-            state = %opts.state.display(),
+            queues = %match &opts.stack {
+                Some(t) => format!("stack (sync {})", t.outputs.sync),
+                None => format!("state file {}", opts.state.display()),
+            },
             sources = ?runner.sources.ids().map(|s| s.to_string()).collect::<Vec<_>>(),
             "crm-sync serve started"
         );
@@ -364,7 +465,7 @@ impl Serve {
             server,
             stop,
             workers,
-            _lock: lock,
+            _lock: w.lock,
         })
     }
 
@@ -381,8 +482,9 @@ impl Serve {
         &self.runner
     }
 
-    pub fn state(&self) -> &Arc<LocalState> {
-        &self.state
+    /// The state file, unless serve works a stack's queues.
+    pub fn state(&self) -> Option<&Arc<LocalState>> {
+        self.state.as_ref()
     }
 
     /// Stops: no new requests, in-progress requests answered, the batches in hand finished.

@@ -3,6 +3,8 @@
 //! arriving while it runs, poison messages, a Dataverse outage that heals, and failures that
 //! outlast maxReceiveCount. Each ends with Dataverse compared with the CRM record for record.
 
+#[path = "support/jobs_table.rs"]
+mod jobs_table;
 #[path = "support/stack.rs"]
 mod stack;
 mod support;
@@ -59,6 +61,30 @@ async fn initial_sync_through_sqs_matches_the_crm_record_for_record() {
         "{:?}",
         m.sync.stats
     );
+
+    // The run ledger the functions kept in DynamoDB, as `crm-sync sync status --jobs-table`
+    // reads it: finished, every record read, every change accounted for.
+    let job = started["job_id"].as_str().unwrap();
+    let jobs = crm_sync::sync_cmd::cloud_status(&stack.ledger(), Some(job))
+        .await
+        .unwrap();
+    let r = &jobs[0];
+    assert_eq!(r.state(), "finished", "{r}");
+    assert_eq!(r.source, SOURCE);
+    assert_eq!(r.entities, ["account", "contact"]);
+    assert!(r.counts.read >= crm_records(&stack) as u64, "{r}");
+    assert_eq!(r.counts.enqueued + r.counts.skipped, r.counts.read, "{r}");
+    assert_eq!(r.written, r.to_write(), "{r}");
+    assert_eq!(r.write_failed, 0, "{r}");
+    assert_eq!(
+        r.snapshot_totals.values().sum::<u64>(),
+        crm_records(&stack) as u64,
+        "{r}"
+    );
+    assert_eq!(r.progress(), Some(("writing", r.written, r.written)));
+    // Webhook correlation ids are not jobs: nothing else was recorded.
+    let all = stack.ledger().list().await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
 }
 
 /// Changes in the CRM while its snapshot is being read: creates (accounts with contacts, and a

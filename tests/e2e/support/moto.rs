@@ -18,8 +18,8 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
 pub const REGION: &str = "us-east-1";
-const ACCESS_KEY_ID: &str = "crm-sync-test";
-const SECRET_ACCESS_KEY: &str = "crm-sync-test-secret";
+pub const ACCESS_KEY_ID: &str = "crm-sync-test";
+pub const SECRET_ACCESS_KEY: &str = "crm-sync-test-secret";
 
 /// Runs moto on `$1` and keeps it alive exactly as long as this shell's standard input stays
 /// open. The test process holds the other end of that pipe, so however the test ends (drop,

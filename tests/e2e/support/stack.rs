@@ -30,7 +30,9 @@ use sqs::SqsQueue;
 use crate::support::lambda::{
     EventSourceMapping, Invoke, apigw_v2_event, invoker, now_ms, wait_idle,
 };
+use crate::jobs_table::{create_jobs_table, dynamodb_client};
 use crate::support::moto::{Deployment, Moto, Queues};
+use ledger_dynamodb::DynamoLedger;
 
 pub const SOURCE: &str = "salesforce";
 pub const WEBHOOK_SECRET: &str = "e2e-contract-secret";
@@ -73,6 +75,15 @@ pub struct Stack {
     pub upsert_app: Arc<dataverse_upsert::App>,
     pub sync_app: Arc<initial_sync::App>,
     pub webhook_app: Arc<webhook_fn::App>,
+    /// The run ledger's table (`JobsTable`), on moto.
+    pub jobs_table: String,
+}
+
+impl Stack {
+    /// The run ledger, as the functions' `DynamoLedger::from_env` reaches it.
+    pub fn ledger(&self) -> DynamoLedger {
+        DynamoLedger::new(dynamodb_client(self.moto.endpoint()), self.jobs_table.clone())
+    }
 }
 
 /// The event source mappings of `template.yaml`, scaled down: the upsert queue (BatchSize 10),
@@ -134,6 +145,13 @@ impl Stack {
         let config = Config::parse(&config_toml(&sf, WEBHOOK_SECRET), "e2e.toml").expect("config");
         let sqs = moto.client();
         let queue = |url: &str| Box::new(SqsQueue::new(sqs.clone(), url));
+        let jobs_table = "crm-sync-e2e-jobs".to_string();
+        let dynamodb = dynamodb_client(moto.endpoint());
+        create_jobs_table(&dynamodb, &jobs_table).await;
+        let ledger = || {
+            Some(Box::new(DynamoLedger::new(dynamodb.clone(), jobs_table.clone()))
+                as Box<dyn pipeline::ledger::JobLedger>)
+        };
 
         // dataverse-upsert, as its main.rs builds it (DATAVERSE_URL, _TENANT, _CLIENT_ID,
         // _CLIENT_SECRET, _TOKEN_URL; RETRY_QUEUE_URL; DLQ_URL = the upsert DLQ).
@@ -147,7 +165,7 @@ impl Stack {
         dv_cfg.max_attempts = opts.dataverse_attempts;
         let upsert_app = Arc::new(dataverse_upsert::App {
             metrics: Default::default(),
-            ledger: None,
+            ledger: ledger(),
             sources: config.mappers().expect("mappers"),
             writer: Box::new(WebApiClient::new(dv_cfg).expect("dataverse client")),
             retry: queue(&queues.retry.url),
@@ -166,7 +184,7 @@ impl Stack {
         let crms = config.crm_readers(&sources).expect("crm readers");
         let sync_app = Arc::new(initial_sync::App {
             metrics: Default::default(),
-            ledger: None,
+            ledger: ledger(),
             sources,
             crms,
             upsert: queue(&queues.upsert.url),
@@ -197,6 +215,7 @@ impl Stack {
             upsert_app,
             sync_app,
             webhook_app,
+            jobs_table,
         }
     }
 
