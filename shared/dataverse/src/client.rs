@@ -93,6 +93,8 @@ pub struct ClientStats {
     pub throttled: AtomicU64,
     pub retries: AtomicU64,
     pub throttle_wait_ms: AtomicU64,
+    /// The last `x-ms-dop-hint` the service sent (0 before any): its recommended parallelism.
+    pub dop_hint: AtomicU64,
 }
 
 pub struct WebApiClient {
@@ -234,6 +236,7 @@ impl WebApiClient {
                         .and_then(|v| v.trim().parse().ok())
                     {
                         self.limiter.on_hint(dop);
+                        self.stats.dop_hint.store(u64::from(dop), Ordering::Relaxed);
                     }
                     let retry_after = h
                         .get("retry-after")
