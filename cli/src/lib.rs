@@ -2,10 +2,12 @@
 //! it to the embedded emulators; `webhook_server` is the webhook endpoint; `demo` is the README's
 //! main command; `progress` draws its progress bar.
 
+pub mod check;
 pub mod demo;
 pub mod durable_queue;
 pub mod emulated;
 pub mod jobs;
+pub mod preflight;
 pub mod progress;
 pub mod serve;
 pub mod sync_cmd;
