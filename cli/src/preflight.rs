@@ -100,7 +100,11 @@ pub fn failed(lines: &[Line]) -> bool {
 /// any mapping assumes for it (`None` for non-text columns), crm-sync's own columns included.
 pub fn required_columns(mappers: &[&Mapper], entity: Entity) -> BTreeMap<String, ColumnType> {
     let mut out: BTreeMap<String, ColumnType> = BTreeMap::new();
-    let own = ["msdyn_source_crm", "msdyn_source_crm_id", "msdyn_source_crm_url"];
+    let own = [
+        "msdyn_source_crm",
+        "msdyn_source_crm_id",
+        "msdyn_source_crm_url",
+    ];
     for name in own {
         if let Some(c) = columns::column(entity, name) {
             out.insert(name.to_string(), c.ty);
@@ -108,7 +112,10 @@ pub fn required_columns(mappers: &[&Mapper], entity: Entity) -> BTreeMap<String,
     }
     for m in mappers {
         for (name, col) in m.columns(entity) {
-            let keep = match (out.get(name).and_then(|t| t.max_length()), col.ty.max_length()) {
+            let keep = match (
+                out.get(name).and_then(|t| t.max_length()),
+                col.ty.max_length(),
+            ) {
                 (Some(have), Some(new)) => new > have,
                 (None, _) => !out.contains_key(name),
                 (Some(_), None) => false,
@@ -145,12 +152,18 @@ pub fn required_privileges(mappers: &[&Mapper]) -> Vec<String> {
 pub fn dataverse_error(e: &WriteError) -> String {
     match e {
         WriteError::Permanent { code, message, .. } if code == "auth" => {
+            // Entra's description ends with trace and correlation ids: noise on a terminal.
+            let message = message.split(" Trace ID:").next().unwrap_or(message);
             format!("credentials refused ({message})")
         }
         WriteError::Permanent { status: 401, .. } => {
             "credentials refused: the token was not accepted (HTTP 401)".into()
         }
-        WriteError::Permanent { status: 403, message, .. } => {
+        WriteError::Permanent {
+            status: 403,
+            message,
+            ..
+        } => {
             format!("access denied (HTTP 403): {message}")
         }
         other => other.to_string(),
@@ -168,7 +181,10 @@ pub fn connection(found: &Result<Identity, WriteError>) -> Line {
                 ),
                 None => "; no x-ms-dop-hint sent".into(),
             };
-            Line::pass(CHECK, format!("token accepted, application user {}{dop}", id.user_id))
+            Line::pass(
+                CHECK,
+                format!("token accepted, application user {}{dop}", id.user_id),
+            )
         }
         Err(e) => {
             let detail = dataverse_error(e);
@@ -237,10 +253,7 @@ pub fn columns_of(
     if lines.is_empty() {
         lines.push(Line::pass(
             check,
-            format!(
-                "{} mapped columns present, MaxLengths fit",
-                required.len()
-            ),
+            format!("{} mapped columns present, MaxLengths fit", required.len()),
         ));
     }
     lines
@@ -285,7 +298,11 @@ pub fn choices_of(
         format!(
             "no option {} in msdyn_source_crm (it has {})",
             missing.join(", "),
-            if have.is_empty() { "none".into() } else { have.join(", ") }
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
         ),
         "set the source's crm_choice to your environment's value for this CRM, or add the option to the msdyn_source_crm choice (Tables → account → Columns → msdyn_source_crm)",
     )
@@ -365,7 +382,10 @@ pub fn privileges(required: &[String], found: &Result<Vec<Privilege>, WriteError
         Err(e) => {
             return Line::fail(
                 CHECK,
-                format!("could not read the application user's privileges: {}", dataverse_error(e)),
+                format!(
+                    "could not read the application user's privileges: {}",
+                    dataverse_error(e)
+                ),
                 "grant the application user's role prvReadUser (RetrieveUserPrivileges needs it), or check the roles by hand",
             );
         }
@@ -391,8 +411,12 @@ pub fn privileges(required: &[String], found: &Result<Vec<Privilege>, WriteError
         .filter_map(|r| {
             let p = held.iter().filter(|p| &p.name == r);
             // Several roles may grant the same privilege: the widest counts.
-            (!p.clone().any(|p| p.depth == "Global"))
-                .then(|| format!("{r} ({})", p.map(|p| p.depth.as_str()).next().unwrap_or("?")))
+            (!p.clone().any(|p| p.depth == "Global")).then(|| {
+                format!(
+                    "{r} ({})",
+                    p.map(|p| p.depth.as_str()).next().unwrap_or("?")
+                )
+            })
         })
         .collect();
     if !shallow.is_empty() {
@@ -422,7 +446,9 @@ pub fn crm_access(source: &str, found: &Result<Vec<(Entity, FieldCheck)>, CrmErr
             return vec![Line::fail(
                 check,
                 format!("not reachable: {e}"),
-                format!("check source {source}'s base_url / connection URLs and that this machine can reach them"),
+                format!(
+                    "check source {source}'s base_url / connection URLs and that this machine can reach them"
+                ),
             )];
         }
         Ok(c) => c,
@@ -529,7 +555,13 @@ mod tests {
         assert_eq!(pending.status, Status::Fail);
         assert!(pending.fix.unwrap().contains("wait"));
         let failed = alternate_key(Entity::Contact, &key(KeyIndexStatus::Failed));
-        assert!(failed.fix.as_deref().unwrap().contains("ReactivateEntityKey"));
+        assert!(
+            failed
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("ReactivateEntityKey")
+        );
         assert!(failed.fix.unwrap().contains("duplicate"));
         let none = alternate_key(Entity::Account, &Ok(Some(vec![])));
         assert!(
@@ -550,22 +582,50 @@ mod tests {
     fn missing_and_short_columns_fail_by_name() {
         let required: BTreeMap<String, ColumnType> = [
             ("name".to_string(), ColumnType::Text { max: 160 }),
-            ("msdyn_source_crm_url".to_string(), ColumnType::Text { max: 500 }),
-            ("numberofemployees".to_string(), ColumnType::Integer { min: 0, max: 10 }),
+            (
+                "msdyn_source_crm_url".to_string(),
+                ColumnType::Text { max: 500 },
+            ),
+            (
+                "numberofemployees".to_string(),
+                ColumnType::Integer { min: 0, max: 10 },
+            ),
         ]
         .into();
         let mut found: BTreeMap<String, ColumnFinding> = BTreeMap::new();
-        found.insert("name".into(), Ok(Some(AttributeInfo { max_length: Some(100) })));
+        found.insert(
+            "name".into(),
+            Ok(Some(AttributeInfo {
+                max_length: Some(100),
+            })),
+        );
         found.insert("msdyn_source_crm_url".into(), Ok(None));
-        found.insert("numberofemployees".into(), Ok(Some(AttributeInfo { max_length: None })));
+        found.insert(
+            "numberofemployees".into(),
+            Ok(Some(AttributeInfo { max_length: None })),
+        );
         let lines = columns_of(Entity::Account, &required, &found);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines.iter().all(|l| l.status == Status::Fail));
-        assert!(lines[0].detail.contains("msdyn_source_crm_url does not exist"));
+        assert!(
+            lines[0]
+                .detail
+                .contains("msdyn_source_crm_url does not exist")
+        );
         assert!(lines[1].detail.contains("MaxLength 100"), "{}", lines[1]);
         // A longer column than the mapping assumes is fine.
-        found.insert("name".into(), Ok(Some(AttributeInfo { max_length: Some(400) })));
-        found.insert("msdyn_source_crm_url".into(), Ok(Some(AttributeInfo { max_length: Some(500) })));
+        found.insert(
+            "name".into(),
+            Ok(Some(AttributeInfo {
+                max_length: Some(400),
+            })),
+        );
+        found.insert(
+            "msdyn_source_crm_url".into(),
+            Ok(Some(AttributeInfo {
+                max_length: Some(500),
+            })),
+        );
         let lines = columns_of(Entity::Account, &required, &found);
         assert_eq!(lines[0].status, Status::Pass);
     }
@@ -582,7 +642,10 @@ mod tests {
 
     #[test]
     fn privileges_missing_fail_and_shallow_warn() {
-        let required = vec!["prvCreateAccount".to_string(), "prvAppendToAccount".to_string()];
+        let required = vec![
+            "prvCreateAccount".to_string(),
+            "prvAppendToAccount".to_string(),
+        ];
         let held = |names: &[(&str, &str)]| -> Result<Vec<Privilege>, WriteError> {
             Ok(names
                 .iter()
@@ -597,7 +660,10 @@ mod tests {
         assert!(l.fix.unwrap().starts_with("grant prvAppendToAccount"));
         let l = privileges(
             &required,
-            &held(&[("prvCreateAccount", "Global"), ("prvAppendToAccount", "Local")]),
+            &held(&[
+                ("prvCreateAccount", "Global"),
+                ("prvAppendToAccount", "Local"),
+            ]),
         );
         assert_eq!(l.status, Status::Warn);
         let l = privileges(
@@ -649,7 +715,11 @@ mod tests {
             Mapper::new(&sc).unwrap()
         };
         let keep = cfg("deactivate");
-        assert!(!required_privileges(&[&keep]).iter().any(|p| p.starts_with("prvDelete")));
+        assert!(
+            !required_privileges(&[&keep])
+                .iter()
+                .any(|p| p.starts_with("prvDelete"))
+        );
         let del = cfg("delete");
         assert!(required_privileges(&[&del]).contains(&"prvDeleteContact".to_string()));
         let cols = required_columns(&[&del], Entity::Contact);

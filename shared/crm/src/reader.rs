@@ -133,26 +133,36 @@ pub trait CrmReader: Send + Sync {
     /// mapping's fields of `entity`) this user cannot read. The default reads one record and
     /// looks for the fields in it, which CRMs describing their objects do better.
     async fn check(&self, entity: Entity, fields: &[String]) -> Result<FieldCheck, CrmError> {
-        let page = self
-            .list_page(
-                entity,
-                &PageRequest {
-                    page_size: 1,
-                    ..PageRequest::default()
-                },
-            )
-            .await?;
-        let Some(Value::Object(sample)) = page.records.first() else {
-            return Ok(FieldCheck::default());
-        };
-        Ok(FieldCheck {
-            unreadable: fields
-                .iter()
-                .filter(|f| !sample.contains_key(f.as_str()))
-                .cloned()
-                .collect(),
-            authoritative: false,
-            sampled: true,
-        })
+        sample_check(self, entity, fields).await
     }
+}
+
+/// Reads one record of `entity` and reports which of `fields` it lacks (not authoritative: a
+/// CRM may leave an empty field out).
+pub async fn sample_check<R: CrmReader + ?Sized>(
+    reader: &R,
+    entity: Entity,
+    fields: &[String],
+) -> Result<FieldCheck, CrmError> {
+    let page = reader
+        .list_page(
+            entity,
+            &PageRequest {
+                page_size: 1,
+                ..PageRequest::default()
+            },
+        )
+        .await?;
+    let Some(Value::Object(sample)) = page.records.first() else {
+        return Ok(FieldCheck::default());
+    };
+    Ok(FieldCheck {
+        unreadable: fields
+            .iter()
+            .filter(|f| !sample.contains_key(f.as_str()))
+            .cloned()
+            .collect(),
+        authoritative: false,
+        sampled: true,
+    })
 }

@@ -32,7 +32,7 @@ use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
 use crate::http::{check_origin, checkpoint_of, follow_link, http_client};
-use crate::reader::{CrmError, CrmReader, FieldCheck, Fetched, Page, PageRequest};
+use crate::reader::{CrmError, CrmReader, Fetched, FieldCheck, Page, PageRequest};
 
 /// Default REST API version (Winter '25).
 pub const DEFAULT_API_VERSION: &str = "62.0";

@@ -120,7 +120,10 @@ pub async fn who_am_i(client: &WebApiClient) -> Result<Identity, WriteError> {
 }
 
 /// The alternate keys of `table` (a logical name); `None` if the table does not exist.
-pub async fn keys(client: &WebApiClient, table: &str) -> Result<Option<Vec<EntityKey>>, WriteError> {
+pub async fn keys(
+    client: &WebApiClient,
+    table: &str,
+) -> Result<Option<Vec<EntityKey>>, WriteError> {
     let path = format!(
         "EntityDefinitions(LogicalName='{table}')?$select=LogicalName&$expand=Keys($select=SchemaName,KeyAttributes,EntityKeyIndexStatus)"
     );

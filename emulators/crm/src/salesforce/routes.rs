@@ -412,9 +412,7 @@ async fn deleted(
 /// "sObject Describe" (REST API Developer Guide): the object's metadata with a `fields` array,
 /// each field's `name`, `label`, `type` (id, string, boolean, int, date, datetime, address) and
 /// whether it is `filterable`. Only the fields the emulator serves are listed.
-async fn describe(
-    Path((version, object)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+async fn describe(Path((version, object)): Path<(String, String)>) -> Result<Response, ApiError> {
     check_version(&version)?;
     let object = object_param(&object)?;
     let fields: Vec<Value> = object
