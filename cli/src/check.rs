@@ -10,7 +10,7 @@ use std::time::Duration;
 use dataverse::WebApiClient;
 use dataverse::preflight::{self as probe, AttributeKind};
 use mapping::columns::ColumnType;
-use mapping::{Entity, Mapper};
+use mapping::{Entity, IdentityStrategy, Mapper};
 use pipeline::config::{Config, WebhookConfig};
 use pipeline::connection::ConnectionConfig;
 use pipeline::webhook::WebhookAuth;
@@ -53,7 +53,7 @@ async fn dataverse_checks(cfg: &Config, mappers: &[&Mapper]) -> Vec<Line> {
     let client = match probe_client(cfg) {
         Ok(c) => c,
         Err(e) => {
-            return vec![verdict::unusable(
+            return vec![Line::fail(
                 "dataverse connection",
                 e,
                 "set [dataverse] url, tenant, client_id and client_secret (a reference: env:NAME or file:/path)",
@@ -87,7 +87,7 @@ async fn dataverse_checks(cfg: &Config, mappers: &[&Mapper]) -> Vec<Line> {
         lines.extend(verdict::columns_of(entity, &required, &found));
         let choices = probe::choice_values(&client, table, "msdyn_source_crm").await;
         lines.push(verdict::choices_of(entity, &wanted, &choices));
-        if verdict::needs_key(cfg.dataverse.identity) {
+        if cfg.dataverse.identity == IdentityStrategy::AlternateKey {
             let keys = probe::keys(&client, table).await;
             lines.push(verdict::alternate_key(entity, &keys));
         }
@@ -115,7 +115,7 @@ async fn crm_checks(
     let reader = match reader {
         Ok(r) => r,
         Err(e) => {
-            return vec![verdict::unusable(
+            return vec![Line::fail(
                 &check,
                 e.to_string(),
                 "set the credentials the connection references (env:NAME in the environment, file:/path readable)",

@@ -13,7 +13,7 @@ use crm::{CrmError, FieldCheck};
 use dataverse::WriteError;
 use dataverse::preflight::{AttributeInfo, EntityKey, Identity, KeyIndexStatus, Privilege};
 use mapping::columns::{self, ColumnType};
-use mapping::{DeletePolicy, Entity, IdentityStrategy, Mapper};
+use mapping::{DeletePolicy, Entity, Mapper};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -34,7 +34,7 @@ pub struct Line {
 }
 
 impl Line {
-    fn pass(check: impl Into<String>, detail: impl Into<String>) -> Line {
+    pub fn pass(check: impl Into<String>, detail: impl Into<String>) -> Line {
         Line {
             status: Status::Pass,
             check: check.into(),
@@ -43,7 +43,11 @@ impl Line {
         }
     }
 
-    fn fail(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Line {
+    pub fn fail(
+        check: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Line {
         Line {
             status: Status::Fail,
             check: check.into(),
@@ -52,7 +56,11 @@ impl Line {
         }
     }
 
-    fn warn(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Line {
+    pub fn warn(
+        check: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Line {
         Line {
             status: Status::Warn,
             ..Line::fail(check, detail, fix)
@@ -521,16 +529,6 @@ pub fn webhook(source: &str, found: Option<&Result<(), String>>) -> Line {
             "set the secret the reference names (env:NAME in the environment, file:/path readable, non-empty)",
         ),
     }
-}
-
-/// The configuration itself could not be used for a check.
-pub fn unusable(check: &str, error: String, fix: &str) -> Line {
-    Line::fail(check, error, fix)
-}
-
-/// Whether the alternate key matters.
-pub fn needs_key(identity: IdentityStrategy) -> bool {
-    identity == IdentityStrategy::AlternateKey
 }
 
 #[cfg(test)]
