@@ -3,10 +3,12 @@
 //! main command; `progress` draws its progress bar; `serve` runs the steps over the state file's
 //! queues (`durable_queue`, `jobs`) or a deployed stack's (`stack`).
 
+pub mod check;
 pub mod demo;
 pub mod durable_queue;
 pub mod emulated;
 pub mod jobs;
+pub mod preflight;
 pub mod progress;
 pub mod serve;
 pub mod stack;

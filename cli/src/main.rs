@@ -73,6 +73,14 @@ enum Command {
         crm_choice: Option<i32>,
         payload_file: PathBuf,
     },
+    /// Before the first sync, prove the deployment will work: Dataverse reachable with the
+    /// credentials, the columns, choice values, alternate key and privileges the mapping needs,
+    /// each CRM readable, webhook secrets set. One line per check; exit code 1 if any fails.
+    Check {
+        /// Configuration file (the same one serve and the Lambdas run with).
+        #[arg(long, default_value = "crm-sync.toml")]
+        config: PathBuf,
+    },
     /// Run the pipeline on this machine against the configured CRMs and Dataverse, without AWS:
     /// the webhook endpoint (POST /webhooks/{source}), the sync worker and the Dataverse upsert
     /// workers, over durable queues in one SQLite state file. Stops on Ctrl-C or SIGTERM after
@@ -404,6 +412,27 @@ fn print_jobs<J: serde::Serialize + std::fmt::Display + sync_cmd::Tracked>(
     }
 }
 
+fn check(config: &std::path::Path) -> ExitCode {
+    let runtime = match runtime("check") {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crm_sync::check::run(config)) {
+        Ok(lines) => {
+            print!("{}", crm_sync::preflight::report(&lines));
+            if crm_sync::preflight::failed(&lines) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("crm-sync check: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -466,6 +495,7 @@ fn main() -> ExitCode {
             crm_choice,
             payload_file,
         }),
+        Command::Check { config } => check(&config),
         Command::Serve {
             config,
             listen,

@@ -130,6 +130,20 @@ fn route(ctx: &mut Ctx<'_>, store: &mut Store, req: &ApiRequest) -> Result<ApiRe
                 &metadata::entity_definitions(ctx.api_url, k, &segs[1..], ctx.rules)?,
             ))
         }
+        ("systemusers", Some(k), 2) => {
+            expect(&req.method, &[Method::GET], &path)?;
+            Ok(ApiResponse::json(
+                StatusCode::OK,
+                &metadata::user_privileges(
+                    ctx.api_url,
+                    ctx.tenant,
+                    ctx.client_id,
+                    k,
+                    &segs[1],
+                    ctx.rules,
+                )?,
+            ))
+        }
         _ => {
             let t = Table::from_set(name).ok_or_else(|| ApiError::segment_not_found(name))?;
             match (key, segs.get(1)) {

@@ -2,6 +2,7 @@
 //! alternate key's state and fault injection. Defaults are the real service's documented values
 //! so a test that does not care gets realistic behaviour.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Everything an emulator instance is started with.
@@ -23,6 +24,33 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// Options of the `msdyn_source_crm` choice column.
     pub choice_values: Vec<i32>,
+    /// Privileges of the application user's roles, by name (`prvCreateAccount`), all at Global
+    /// depth: what `RetrieveUserPrivileges` answers. Default: everything crm-sync needs.
+    pub privileges: Vec<String>,
+    /// How this org's columns differ from the documented ones (`("account", "name")` → ...):
+    /// an org may customise a column's MaxLength, or lack a solution's column altogether.
+    pub attributes: BTreeMap<(String, String), AttributeChange>,
+}
+
+/// A customisation of one column in this org.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttributeChange {
+    /// The column does not exist (its solution is not installed, or it was deleted).
+    Missing,
+    /// The column's MaxLength was changed to this.
+    MaxLength(u32),
+}
+
+/// The privileges crm-sync's application user needs: create, read, write, delete, append and
+/// append to on account and contact ("Security roles and privileges": `prv{Action}{Table}`).
+pub fn default_privileges() -> Vec<String> {
+    let mut out = Vec::new();
+    for table in ["Account", "Contact"] {
+        for action in ["Create", "Read", "Write", "Delete", "Append", "AppendTo"] {
+            out.push(format!("prv{action}{table}"));
+        }
+    }
+    out
 }
 
 /// A certificate credential of the app registration.
@@ -48,6 +76,8 @@ impl Default for EmulatorConfig {
             alternate_key: None,
             faults: Faults::default(),
             choice_values: vec![1, 2, 3],
+            privileges: default_privileges(),
+            attributes: BTreeMap::new(),
         }
     }
 }
@@ -118,6 +148,7 @@ impl Default for Faults {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStatus {
     Pending,
+    InProgress,
     Active,
     Failed,
 }
@@ -126,6 +157,7 @@ impl KeyStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             KeyStatus::Pending => "Pending",
+            KeyStatus::InProgress => "InProgress",
             KeyStatus::Active => "Active",
             KeyStatus::Failed => "Failed",
         }

@@ -31,7 +31,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    ClientCertificate, EmulatorConfig, Faults, KeyStatus, Limits, TableSetting, TableSettings,
+    AttributeChange, ClientCertificate, EmulatorConfig, Faults, KeyStatus, Limits, TableSetting,
+    TableSettings, default_privileges,
 };
 pub use error::ApiError;
 

@@ -2,7 +2,8 @@
 //! its `Keys` (and their `EntityKeyIndexStatus`), attribute casts to
 //! `PicklistAttributeMetadata` (option set values) and `StringAttributeMetadata` (MaxLength),
 //! `sdkmessagefilters` (which bulk messages a table supports, as "Use bulk operation messages"
-//! says to check) and `WhoAmI`.
+//! says to check), `WhoAmI` and the application user's privileges
+//! (`systemusers(<id>)/Microsoft.Dynamics.CRM.RetrieveUserPrivileges()`).
 
 use mapping::columns::ColumnType;
 use serde_json::{Value, json};
@@ -24,9 +25,62 @@ pub fn who_am_i(api_url: &str, tenant: &str, client_id: &str) -> Value {
     json!({
         "@odata.context": format!("{api_url}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse"),
         "BusinessUnitId": stable_id(&format!("bu:{tenant}")).to_string(),
-        "UserId": stable_id(&format!("user:{tenant}:{client_id}")).to_string(),
+        "UserId": user_id(tenant, client_id).to_string(),
         "OrganizationId": stable_id(&format!("org:{tenant}")).to_string(),
     })
+}
+
+/// The calling user's id, as `WhoAmI` reports it.
+pub fn user_id(tenant: &str, client_id: &str) -> Uuid {
+    stable_id(&format!("user:{tenant}:{client_id}"))
+}
+
+/// `GET systemusers(<id>)/Microsoft.Dynamics.CRM.RetrieveUserPrivileges()` →
+/// `RetrieveUserPrivilegesResponse` ("RetrieveUserPrivileges Function": bound to systemuser, no
+/// parameters; its `RolePrivileges` is a collection of the `RolePrivilege` complex type with
+/// `BusinessUnitId`, `Depth` (a `PrivilegeDepth`: Basic, Local, Deep, Global), `PrivilegeId`,
+/// `PrivilegeName`, `RecordFilterId`, `RecordFilterUniqueName`). Only the application user
+/// exists here; another id is ObjectDoesNotExist (404 0x80040217), as for any missing row.
+pub fn user_privileges(
+    api_url: &str,
+    tenant: &str,
+    client_id: &str,
+    key: &str,
+    function: &str,
+    rules: &Rules,
+) -> Result<Value, ApiError> {
+    if function != "Microsoft.Dynamics.CRM.RetrieveUserPrivileges()" {
+        return Err(ApiError::segment_not_found(function));
+    }
+    let id = Uuid::parse_str(key.trim()).map_err(|_| {
+        ApiError::bad_request(format!("The key in the request URI is not valid: '{key}'."))
+    })?;
+    if id != user_id(tenant, client_id) {
+        return Err(ApiError::new(
+            http::StatusCode::NOT_FOUND,
+            "0x80040217",
+            format!("systemuser With Id = {id} Does Not Exist"),
+        ));
+    }
+    let bu = stable_id(&format!("bu:{tenant}")).to_string();
+    let privileges: Vec<Value> = rules
+        .privileges
+        .iter()
+        .map(|name| {
+            json!({
+                "BusinessUnitId": bu,
+                "Depth": "Global",
+                "PrivilegeId": stable_id(&format!("privilege:{name}")).to_string(),
+                "PrivilegeName": name,
+                "RecordFilterId": Uuid::nil().to_string(),
+                "RecordFilterUniqueName": Value::Null,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "@odata.context": format!("{api_url}$metadata#Microsoft.Dynamics.CRM.RetrieveUserPrivilegesResponse"),
+        "RolePrivileges": privileges,
+    }))
 }
 
 const MESSAGES: [&str; 7] = [
@@ -150,8 +204,8 @@ pub fn entity_definitions(
         .filter(|_| seg == "Attributes")
         .ok_or_else(|| ApiError::segment_not_found(seg))?;
     let attr = logical_name(attr_key)?;
-    let col = t
-        .column(&attr)
+    let col = rules
+        .column(t, &attr)
         .ok_or_else(|| not_found(&format!("attribute with name '{attr}' on entity '{name}'")))?;
     let cast = rest.get(1).map(String::as_str);
     let base = json!({

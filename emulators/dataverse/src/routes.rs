@@ -261,6 +261,8 @@ pub fn shared(cfg: EmulatorConfig, base_url: String) -> Shared {
     let rules = Rules {
         alternate_key: cfg.alternate_key,
         choice_values: cfg.choice_values.clone(),
+        privileges: cfg.privileges.clone(),
+        attributes: cfg.attributes.clone(),
     };
     Shared {
         base_url,

@@ -32,6 +32,30 @@ pub struct Row {
 pub struct Rules {
     pub alternate_key: Option<KeyStatus>,
     pub choice_values: Vec<i32>,
+    pub privileges: Vec<String>,
+    pub attributes: std::collections::BTreeMap<(String, String), crate::config::AttributeChange>,
+}
+
+impl Rules {
+    /// A column as this org has it: the documented one with the org's customisations, so
+    /// writes and metadata agree on what exists and how long a value may be.
+    pub fn column(&self, t: Table, name: &str) -> Option<mapping::columns::Column> {
+        use crate::config::AttributeChange;
+        let mut col = t.column(name)?;
+        match self
+            .attributes
+            .get(&(t.logical_name().to_string(), name.to_string()))
+        {
+            Some(AttributeChange::Missing) => return None,
+            Some(AttributeChange::MaxLength(n)) => {
+                if let ColumnType::Text { max } | ColumnType::Memo { max } = &mut col.ty {
+                    *max = *n;
+                }
+            }
+            None => {}
+        }
+        Some(col)
+    }
 }
 
 /// All rows of both tables.
@@ -351,8 +375,8 @@ impl Store {
             if t.read_only(name) {
                 continue;
             }
-            let col = t
-                .column(name)
+            let col = rules
+                .column(t, name)
                 .ok_or_else(|| ApiError::unknown_property(name, entity))?;
             validate(t, name, col.ty, value, rules)?;
             ch.cols.insert(name.clone(), value.clone());

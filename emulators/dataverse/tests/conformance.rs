@@ -950,6 +950,93 @@ async fn metadata_probes() {
     assert_eq!(v["MaxLength"], 50);
 }
 
+// "RetrieveUserPrivileges Function": bound to the WhoAmI user; `RolePrivileges` of the
+// `RolePrivilege` complex type. Another user id is ObjectDoesNotExist.
+#[tokio::test]
+async fn user_privileges() {
+    let t = start(EmulatorConfig {
+        privileges: vec!["prvReadAccount".into(), "prvCreateAccount".into()],
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let who: Value = t.get("WhoAmI").await.json().await.unwrap();
+    let user = who["UserId"].as_str().unwrap();
+    let r = t
+        .get(&format!(
+            "systemusers({user})/Microsoft.Dynamics.CRM.RetrieveUserPrivileges()"
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let privileges = v["RolePrivileges"].as_array().unwrap();
+    assert_eq!(privileges.len(), 2);
+    assert_eq!(privileges[0]["PrivilegeName"], "prvReadAccount");
+    assert_eq!(privileges[0]["Depth"], "Global");
+    assert_eq!(privileges[0]["BusinessUnitId"], who["BusinessUnitId"]);
+    assert!(privileges[0]["PrivilegeId"].as_str().is_some());
+    let r = t
+        .get(&format!(
+            "systemusers({ACC1})/Microsoft.Dynamics.CRM.RetrieveUserPrivileges()"
+        ))
+        .await;
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status.as_u16(), code.as_str()), (404, "0x80040217"));
+    // The function needs its namespace, as every bound function does.
+    let r = t
+        .get(&format!("systemusers({user})/RetrieveUserPrivileges()"))
+        .await;
+    assert_eq!(r.status(), 404);
+}
+
+// An org's customised columns: a removed column is unknown to metadata and to writes, a
+// shortened one reports and enforces its MaxLength.
+#[tokio::test]
+async fn customised_columns() {
+    use dataverse_emulator::AttributeChange;
+    let t = start(EmulatorConfig {
+        attributes: [
+            (
+                ("account".to_string(), "msdyn_source_crm_url".to_string()),
+                AttributeChange::Missing,
+            ),
+            (
+                ("account".to_string(), "name".to_string()),
+                AttributeChange::MaxLength(10),
+            ),
+        ]
+        .into(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let r = t
+        .get("EntityDefinitions(LogicalName='account')/Attributes(LogicalName='msdyn_source_crm_url')/Microsoft.Dynamics.CRM.StringAttributeMetadata?$select=MaxLength")
+        .await;
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status.as_u16(), code.as_str()), (404, "0x80040217"));
+    let r = t
+        .patch(
+            &format!("accounts({ACC1})"),
+            json!({"name": "A", "msdyn_source_crm_url": "https://x.example/1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = t
+        .get("EntityDefinitions(LogicalName='account')/Attributes(LogicalName='name')/Microsoft.Dynamics.CRM.StringAttributeMetadata?$select=MaxLength")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["MaxLength"], 10);
+    let r = t
+        .patch(&format!("accounts({ACC1})"), json!({"name": "Eleven char"}))
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = t
+        .patch(&format!("accounts({ACC1})"), json!({"name": "Ten chars!"}))
+        .await;
+    assert_eq!(r.status(), 204);
+}
+
 // "Service protection API limits": request count per sliding window → 429 with Retry-After
 // and -2147015902 (0x80072322); a $batch counts as one request.
 #[tokio::test]

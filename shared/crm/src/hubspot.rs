@@ -57,7 +57,7 @@ use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
 use crate::http::{check_origin, checkpoint_of, follow_link, http_client};
-use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
+use crate::reader::{Checkpoint, CrmError, CrmReader, Fetched, FieldCheck, Page, PageRequest};
 
 /// HubSpot's API origin.
 pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
@@ -508,6 +508,33 @@ impl CrmReader for HubSpotClient {
             more: next.is_some(),
             cursor: next,
             total: None,
+        })
+    }
+
+    /// "Properties API": `GET /crm/v3/properties/{objectType}` lists the object's properties
+    /// without reading a record. The names checked are the properties this client reads (from
+    /// the mapping's paths); `fields`, the paths' first segments, are `properties` here.
+    async fn check(&self, entity: Entity, _fields: &[String]) -> Result<FieldCheck, CrmError> {
+        let url = self.url(&format!("/crm/v3/properties/{}", object(entity)))?;
+        let a = self.send(self.http.get(url)).await?;
+        if !a.status.is_success() {
+            return Err(self.classify(&a));
+        }
+        let body = self.parse(&a, "properties")?;
+        let known: Vec<&str> = body["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        Ok(FieldCheck {
+            unreadable: self
+                .properties(entity)
+                .into_iter()
+                .filter(|p| !known.contains(&p.as_str()))
+                .collect(),
+            authoritative: true,
+            sampled: false,
         })
     }
 

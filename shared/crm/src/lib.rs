@@ -13,4 +13,4 @@ pub mod servicenow;
 pub mod zendesk;
 
 pub use memory::MemoryCrm;
-pub use reader::{Checkpoint, CrmError, CrmReader, Fetched, Page, PageRequest};
+pub use reader::{Checkpoint, CrmError, CrmReader, Fetched, FieldCheck, Page, PageRequest};

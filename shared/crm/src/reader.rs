@@ -66,6 +66,18 @@ impl Fetched {
     }
 }
 
+/// What a preflight probe found out about the fields a mapping reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldCheck {
+    /// Fields the CRM does not show this user: not defined, or hidden from it.
+    pub unreadable: Vec<String>,
+    /// Whether the CRM's own description of the object says so (a field list); otherwise the
+    /// verdict comes from a sample record, which may omit an empty field or be absent.
+    pub authoritative: bool,
+    /// A sample record was found (only meaningful when not authoritative).
+    pub sampled: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CrmError {
     /// Rate limited: wait, then retry.
@@ -116,4 +128,41 @@ pub trait CrmReader: Send + Sync {
     ) -> Result<Option<Vec<String>>, CrmError> {
         Ok(None)
     }
+
+    /// Preflight: the CRM is reachable with these credentials, and which of `fields` (the
+    /// mapping's fields of `entity`) this user cannot read. The default reads one record and
+    /// looks for the fields in it, which CRMs describing their objects do better.
+    async fn check(&self, entity: Entity, fields: &[String]) -> Result<FieldCheck, CrmError> {
+        sample_check(self, entity, fields).await
+    }
+}
+
+/// Reads one record of `entity` and reports which of `fields` it lacks (not authoritative: a
+/// CRM may leave an empty field out).
+pub async fn sample_check<R: CrmReader + ?Sized>(
+    reader: &R,
+    entity: Entity,
+    fields: &[String],
+) -> Result<FieldCheck, CrmError> {
+    let page = reader
+        .list_page(
+            entity,
+            &PageRequest {
+                page_size: 1,
+                ..PageRequest::default()
+            },
+        )
+        .await?;
+    let Some(Value::Object(sample)) = page.records.first() else {
+        return Ok(FieldCheck::default());
+    };
+    Ok(FieldCheck {
+        unreadable: fields
+            .iter()
+            .filter(|f| !sample.contains_key(f.as_str()))
+            .cloned()
+            .collect(),
+        authoritative: false,
+        sampled: true,
+    })
 }

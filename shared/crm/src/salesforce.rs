@@ -32,7 +32,7 @@ use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
 use crate::http::{check_origin, checkpoint_of, follow_link, http_client};
-use crate::reader::{CrmError, CrmReader, Fetched, Page, PageRequest};
+use crate::reader::{CrmError, CrmReader, Fetched, FieldCheck, Page, PageRequest};
 
 /// Default REST API version (Winter '25).
 pub const DEFAULT_API_VERSION: &str = "62.0";
@@ -491,6 +491,42 @@ impl CrmReader for SalesforceClient {
             checkpoint,
             more: !done,
             total,
+        })
+    }
+
+    /// "sObject Describe": `GET /services/data/vXX.X/sobjects/Account/describe` lists the fields
+    /// this user can see (field-level security hides the others), without reading a record.
+    async fn check(&self, entity: Entity, fields: &[String]) -> Result<FieldCheck, CrmError> {
+        let object = object_name(entity);
+        let body = self
+            .get(
+                |s| {
+                    s.instance
+                        .join(&format!(
+                            "/services/data/v{}/sobjects/{object}/describe",
+                            self.settings.api_version
+                        ))
+                        .map_err(|e| CrmError::Permanent(format!("describe URL: {e}")))
+                },
+                None,
+            )
+            .await?;
+        let known: Vec<&str> = body["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        let unreadable = fields
+            .iter()
+            .filter(|f| !NOT_COLUMNS.iter().any(|n| n.eq_ignore_ascii_case(f)))
+            .filter(|f| !known.iter().any(|k| k.eq_ignore_ascii_case(f)))
+            .cloned()
+            .collect();
+        Ok(FieldCheck {
+            unreadable,
+            authoritative: true,
+            sampled: false,
         })
     }
 

@@ -96,6 +96,8 @@ pub struct ClientStats {
     /// Request latencies not yet drained by [`DataverseWriter::drain_latencies`]; bounded so a
     /// client nobody drains stays small.
     latencies: Mutex<Vec<Duration>>,
+    /// The last `x-ms-dop-hint` the service sent (0 before any): its recommended parallelism.
+    pub dop_hint: AtomicU64,
 }
 
 /// The most latency samples kept between two drains.
@@ -241,6 +243,7 @@ impl WebApiClient {
                         .and_then(|v| v.trim().parse().ok())
                     {
                         self.limiter.on_hint(dop);
+                        self.stats.dop_hint.store(u64::from(dop), Ordering::Relaxed);
                     }
                     let retry_after = h
                         .get("retry-after")

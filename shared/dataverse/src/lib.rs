@@ -10,6 +10,7 @@ pub mod classify;
 pub mod client;
 pub mod limiter;
 pub mod memory;
+pub mod preflight;
 pub mod secret;
 pub mod writer;
 

@@ -150,6 +150,16 @@ impl Mapper {
             .find(|e| self.entity(*e).object.eq_ignore_ascii_case(object))
     }
 
+    /// The Dataverse columns an entity's mapping fills, with the type and MaxLength it assumes
+    /// (what `crm-sync check` compares with the org).
+    pub fn columns(&self, e: Entity) -> Vec<(&str, Column)> {
+        self.entity(e)
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.column))
+            .collect()
+    }
+
     /// JSON pointer to a page's records array, when the profile sets one.
     pub fn records_pointer(&self, e: Entity) -> Option<&str> {
         self.entity(e).records.as_deref()

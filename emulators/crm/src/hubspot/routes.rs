@@ -10,6 +10,9 @@
 //!   `VALIDATION_ERROR` is returned here so a client that asks for more fails loudly instead
 //!   of silently getting fewer;
 //! - `GET /crm/v3/objects/{objectType}/{id}`;
+//! - `GET /crm/v3/properties/{objectType}`: the object's property definitions, `{"results":
+//!   [{name, label, type, fieldType, groupName, ...}]}` ("Properties API",
+//!   https://developers.hubspot.com/docs/guides/api/crm/properties);
 //! - `POST /crm/v3/objects/{objectType}/search` (see `search`);
 //! - `POST /crm/v3/objects/{objectType}/batch/read`: `inputs: [{id}]` (at most 100, the batch
 //!   limit HubSpot documents for CRM object batch endpoints), `properties`, `?archived=`; when
@@ -113,6 +116,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/crm/v3/objects/{object}/search", post(search_objects))
         .route("/crm/v3/objects/{object}/batch/read", post(batch_read))
         .route("/crm/v3/objects/{object}/{id}", get(one))
+        .route("/crm/v3/properties/{object}", get(properties))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -352,6 +356,37 @@ fn read_params(params: &[(String, String)]) -> ReadParams {
             .collect(),
         archived: single(params, "archived").is_some_and(|v| v.eq_ignore_ascii_case("true")),
     }
+}
+
+/// The property definitions of an object type. Types are simplified: dates are `datetime`,
+/// counts `number`, the rest `string`.
+async fn properties(Path(object): Path<String>) -> Response {
+    let Some(t) = ObjectType::parse(&object) else {
+        return unknown_type(&object);
+    };
+    let results: Vec<Value> = t
+        .properties()
+        .into_iter()
+        .map(|name| {
+            let (ty, field) = match name {
+                "createdate" | "hs_lastmodifieddate" | "lastmodifieddate" => ("datetime", "date"),
+                "numberofemployees" | "hs_object_id" | "associatedcompanyid" => {
+                    ("number", "number")
+                }
+                _ => ("string", "text"),
+            };
+            json!({
+                "name": name,
+                "label": name,
+                "type": ty,
+                "fieldType": field,
+                "groupName": format!("{}information", t.singular()),
+                "hidden": false,
+                "calculated": false,
+            })
+        })
+        .collect();
+    Json(json!({ "results": results })).into_response()
 }
 
 async fn list(

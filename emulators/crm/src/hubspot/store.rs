@@ -116,6 +116,13 @@ impl ObjectType {
         }
     }
 
+    /// Every property of this object type, stored then computed.
+    pub fn properties(self) -> Vec<&'static str> {
+        let mut out = self.stored().to_vec();
+        out.extend(COMPUTED.iter().filter(|n| self.has_property(n)));
+        out
+    }
+
     /// Whether `name` is a property of this object type (stored or computed).
     pub fn has_property(self, name: &str) -> bool {
         self.stored().contains(&name)

@@ -1,7 +1,7 @@
 //! HTTP layer: the axum router, the bearer/limit gate every `/services/data` request passes,
 //! the `Sforce-Limit-Info` header on every response ("Limit Info Header", REST API Developer
 //! Guide), and the resource handlers: query / queryAll / query more ("Query", "QueryAll",
-//! "Query More Results"), getUpdated / getDeleted, and sObject Collections retrieve.
+//! "Query More Results"), getUpdated / getDeleted, sObject Collections retrieve and sObject Describe.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +95,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/services/data/{version}/composite/sobjects/{object}",
             get(retrieve),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{object}/describe",
+            get(describe),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{object}/describe/",
+            get(describe),
         )
         .fallback(|| async { ApiError::not_found() })
         .layer(middleware::from_fn_with_state(shared.clone(), gate));
@@ -397,6 +405,47 @@ async fn deleted(
         "deletedRecords": records,
         "earliestDateAvailable": format_datetime(earliest),
         "latestDateCovered": format_datetime(minute(end.min(Utc::now()))),
+    }))
+    .into_response())
+}
+
+/// "sObject Describe" (REST API Developer Guide): the object's metadata with a `fields` array,
+/// each field's `name`, `label`, `type` (id, string, boolean, int, date, datetime, address) and
+/// whether it is `filterable`. Only the fields the emulator serves are listed.
+async fn describe(Path((version, object)): Path<(String, String)>) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    let object = object_param(&object)?;
+    let fields: Vec<Value> = object
+        .fields()
+        .iter()
+        .map(|(name, ty)| {
+            let ty_name = match ty {
+                Ty::Id => "id",
+                Ty::Str => "string",
+                Ty::Bool => "boolean",
+                Ty::Int => "int",
+                Ty::Date => "date",
+                Ty::DateTime => "datetime",
+                Ty::Address(_) => "address",
+            };
+            json!({
+                "name": name,
+                "label": name,
+                "type": ty_name,
+                "filterable": !matches!(ty, Ty::Address(_)),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "name": object.name(),
+        "label": object.name(),
+        "keyPrefix": object.key_prefix(),
+        "queryable": true,
+        "retrieveable": true,
+        "fields": fields,
+        "urls": {
+            "describe": format!("/services/data/{version}/sobjects/{}/describe", object.name()),
+        },
     }))
     .into_response())
 }

@@ -51,7 +51,11 @@ const CONTACT_FIELDS: &[&str] = &[
     "email",
     "phone",
     "mobile_phone",
+    // customer_contact extends sys_user, whose address fields it inherits.
+    "street",
     "city",
+    "state",
+    "zip",
     "country",
     "active",
     "sys_created_on",

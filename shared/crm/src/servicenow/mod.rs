@@ -73,7 +73,7 @@ use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
 use crate::http::{check_origin, checkpoint_of, follow_link, http_client};
-use crate::reader::{CrmError, CrmReader, Fetched, Page, PageRequest};
+use crate::reader::{CrmError, CrmReader, Fetched, FieldCheck, Page, PageRequest};
 use auth::Authenticator;
 
 /// sys_ids per `sys_idIN...` query: 100 × 33 characters keeps the URL short.
@@ -430,6 +430,14 @@ impl CrmReader for ServiceNowClient {
             more,
             total,
         })
+    }
+
+    /// One record with `sysparm_fields` ("Table API"): every named field the user may read comes
+    /// back, an empty one as `""`; a field left out does not exist or an ACL hides it.
+    async fn check(&self, entity: Entity, fields: &[String]) -> Result<FieldCheck, CrmError> {
+        let mut found = crate::reader::sample_check(self, entity, fields).await?;
+        found.authoritative = found.sampled;
+        Ok(found)
     }
 
     async fn fetch_by_ids(&self, entity: Entity, ids: &[String]) -> Result<Fetched, CrmError> {
