@@ -150,6 +150,12 @@ impl Mapper {
             .find(|e| self.entity(*e).object.eq_ignore_ascii_case(object))
     }
 
+    /// The Dataverse columns an entity's mapping writes, in name order (what a reader of the
+    /// rows selects to compare them with the CRM).
+    pub fn columns(&self, e: Entity) -> impl Iterator<Item = &str> {
+        self.entity(e).columns.iter().map(|c| c.name.as_str())
+    }
+
     /// JSON pointer to a page's records array, when the profile sets one.
     pub fn records_pointer(&self, e: Entity) -> Option<&str> {
         self.entity(e).records.as_deref()
