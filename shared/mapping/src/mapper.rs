@@ -152,7 +152,7 @@ impl Mapper {
 
     /// The Dataverse columns an entity's mapping writes, in name order (what a reader of the
     /// rows selects to compare them with the CRM).
-    pub fn columns(&self, e: Entity) -> impl Iterator<Item = &str> {
+    pub fn column_names(&self, e: Entity) -> impl Iterator<Item = &str> {
         self.entity(e).columns.iter().map(|c| c.name.as_str())
     }
 
