@@ -156,37 +156,38 @@ impl fmt::Display for Report {
                     String::new()
                 }
             )?;
-            let more = |shown: usize, count: u64| {
-                if (shown as u64) < count {
-                    format!(" … and {} more", count - shown as u64)
-                } else {
-                    String::new()
-                }
+            let list = |ids: &[String], count: u64| match (ids.len() as u64, count) {
+                (0, n) => format!("{n} not listed (--show N lists them)"),
+                (shown, n) if shown < n => format!("{} … and {} more", ids.join(", "), n - shown),
+                _ => ids.join(", "),
             };
-            if !e.missing.ids.is_empty() {
+            if e.missing.count > 0 {
                 writeln!(
                     f,
-                    "    missing    {}{}",
-                    e.missing.ids.join(", "),
-                    more(e.missing.ids.len(), e.missing.count)
+                    "    missing    {}",
+                    list(&e.missing.ids, e.missing.count)
                 )?;
             }
-            if !e.orphaned.ids.is_empty() {
+            if e.orphaned.count > 0 {
                 writeln!(
                     f,
-                    "    orphaned   {}{}",
-                    e.orphaned.ids.join(", "),
-                    more(e.orphaned.ids.len(), e.orphaned.count)
+                    "    orphaned   {}",
+                    list(&e.orphaned.ids, e.orphaned.count)
                 )?;
             }
             for d in &e.different_ids {
                 writeln!(f, "    different  {} ({})", d.id, d.columns.join(", "))?;
             }
-            if (e.different_ids.len() as u64) < e.different {
+            let shown = e.different_ids.len() as u64;
+            if shown < e.different {
                 writeln!(
                     f,
-                    "    different  … and {} more",
-                    e.different - e.different_ids.len() as u64
+                    "    different  {}",
+                    if shown == 0 {
+                        format!("{} not listed (--show N lists them)", e.different)
+                    } else {
+                        format!("… and {} more", e.different - shown)
+                    }
                 )?;
             }
         }
