@@ -86,6 +86,7 @@ pub struct EntityReport {
     pub crm_records: u64,
     /// Rows of this source in Dataverse.
     pub dataverse_rows: u64,
+    /// Records in both, equal in every compared column.
     pub in_sync: u64,
     pub missing: Listed,
     pub orphaned: Listed,
@@ -359,9 +360,6 @@ impl Spill {
                     .unwrap_or_default(),
             })
             .collect();
-        e.in_sync = e
-            .dataverse_rows
-            .saturating_sub(e.orphaned.count + e.different + e.unmappable);
         Ok(())
     }
 }
@@ -514,6 +512,7 @@ async fn read_dataverse(
                 let Some(finding) =
                     compare::classify(expected.as_ref(), Some(&actual), ctx.delete_policy)
                 else {
+                    e.in_sync += u64::from(expected.is_some());
                     continue;
                 };
                 let deletable = compare::deletable(&actual, entity, ctx);
