@@ -61,7 +61,7 @@ pub fn run(a: Args) -> ExitCode {
             crm_page_size: a.page_size,
             ..Options::default()
         },
-        repair: a.repair.then(|| match a.sqs_queue_url {
+        repair: a.repair.then_some(match a.sqs_queue_url {
             Some(queue_url) => RepairTarget::Sqs(SqsTarget {
                 queue_url,
                 endpoint: a.sqs_endpoint,
