@@ -2,7 +2,12 @@
 //! and Dataverse emulators, and `crm-sync serve` on a state file. After an initial sync, drift
 //! is made behind the pipeline's back; the report names it (text and `--json`, exit code 1),
 //! `--repair` queues the fixes on the state file's upsert queue, serve applies them, and a second
-//! reconcile exits 0.
+//! reconcile exits 0. And `--repair --sqs-queue-url`: the fixes land on a deployed stack's
+//! upsert queue (moto), in the envelopes the upsert function reads.
+
+#[path = "../../tests/e2e/support/moto.rs"]
+#[allow(dead_code)]
+mod moto;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -19,6 +24,37 @@ use mapping::identity::record_guid;
 use mapping::{DataverseOp, Entity, Method, SourceId};
 use pipeline::config::Config;
 use serde_json::{Map, Value, json};
+
+/// The `[dataverse]` and Salesforce source sections, pointed at the emulators.
+fn config_text(dv: &Emulator, sf: &SalesforceEmulator, dv_secret: &std::path::Path) -> String {
+    format!(
+        r#"[dataverse]
+url = "{}"
+token_url = "{}"
+client_id = "{}"
+client_secret = "file:{}"
+
+[[sources]]
+id = "salesforce"
+kind = "salesforce"
+crm_choice = 1
+base_url = "{}"
+[sources.connection]
+auth = "salesforce-client-credentials"
+token_url = "{}"
+client_id = "{}"
+client_secret = "{}"
+"#,
+        dv.base_url(),
+        dv.token_url(),
+        EmulatorConfig::default().client_id,
+        dv_secret.display(),
+        sf.instance_url(),
+        sf.token_url(),
+        sf.config().client_id,
+        sf.config().client_secret,
+    )
+}
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()
@@ -82,37 +118,7 @@ async fn reconcile_reports_and_repairs_through_serve() {
     let secret = dir.join("dataverse-secret");
     std::fs::write(&secret, &EmulatorConfig::default().client_secret).unwrap();
     let config = dir.join("crm-sync.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[dataverse]
-url = "{}"
-token_url = "{}"
-client_id = "{}"
-client_secret = "file:{}"
-
-[[sources]]
-id = "salesforce"
-kind = "salesforce"
-crm_choice = 1
-base_url = "{}"
-[sources.connection]
-auth = "salesforce-client-credentials"
-token_url = "{}"
-client_id = "{}"
-client_secret = "{}"
-"#,
-            dv.base_url(),
-            dv.token_url(),
-            EmulatorConfig::default().client_id,
-            secret.display(),
-            sf.instance_url(),
-            sf.token_url(),
-            sf.config().client_id,
-            sf.config().client_secret,
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, config_text(&dv, &sf, &secret)).unwrap();
     let state = dir.join("crm-sync.sqlite");
     let serve = Serve::start(&ServeOptions {
         listen: ([127, 0, 0, 1], 0).into(),
@@ -248,5 +254,114 @@ client_secret = "{}"
     .await;
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no source `nope`"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repairs_go_to_a_deployed_stacks_upsert_queue() {
+    let moto = moto::Moto::start().await;
+    let queues = moto.deployment(&moto::Deployment::default()).await;
+    let dv = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let sf = SalesforceEmulator::start(SalesforceConfig {
+        accounts: 10,
+        contacts_per_account: 2,
+        orphan_contacts: 0,
+        ..SalesforceConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("reconcile-sqs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("dataverse-secret");
+    std::fs::write(&secret, &EmulatorConfig::default().client_secret).unwrap();
+    let config = dir.join("crm-sync.toml");
+    std::fs::write(&config, config_text(&dv, &sf, &secret)).unwrap();
+
+    // The initial sync, through the pipeline in-process.
+    let cfg = Config::load(&config).unwrap();
+    let sources = cfg.mappers().unwrap();
+    let crms = cfg.crm_readers(&sources).unwrap();
+    let p = crm_sync::emulated::local_pipeline(sources, crms, &dv, 50);
+    let src = SourceId::new("salesforce").unwrap();
+    pipeline::sync::start_sync(&src, &[], &p.sync_ports())
+        .await
+        .unwrap();
+    assert!(p.run_until_idle(Duration::from_secs(60)).await.1);
+
+    let new_account = sf.put_account(obj(json!({"Name": "Missed Ltd"}))).unwrap();
+    let gone = sf.ids("Contact")[0].clone();
+    assert!(sf.delete(&gone));
+
+    let out = tokio::task::spawn_blocking({
+        let (config, url, endpoint, env) = (
+            config.clone(),
+            queues.upsert.url.clone(),
+            moto.endpoint().to_string(),
+            moto.lambda_env(),
+        );
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_crm-sync"))
+                .args([
+                    "reconcile",
+                    "--source",
+                    "salesforce",
+                    "--repair",
+                    "--json",
+                    "--config",
+                ])
+                .arg(&config)
+                .args(["--sqs-queue-url", &url, "--sqs-endpoint", &endpoint])
+                .env_clear()
+                .envs(env)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["repair"]["upserts"], 1);
+    assert_eq!(report["repair"]["deletes"], 1);
+
+    let got = moto.take_all(&queues.upsert, Duration::from_secs(2)).await;
+    let mut changes = Vec::new();
+    for m in &got {
+        let env = pipeline::message::decode(m.body().unwrap()).unwrap();
+        assert_eq!(env.correlation_id, report["repair"]["correlation_id"]);
+        let pipeline::message::Message::Changes(batch) = env.body else {
+            panic!("not a changes message: {:?}", m.body());
+        };
+        changes.extend(batch.changes);
+    }
+    let mut seen: Vec<(String, bool)> = changes
+        .iter()
+        .map(|c| (c.source_id.clone(), c.is_delete()))
+        .collect();
+    seen.sort();
+    let mut want = vec![(new_account.clone(), false), (gone.clone(), true)];
+    want.sort();
+    assert_eq!(seen, want);
+
+    // The same bodies, applied by the upsert step, leave nothing to reconcile.
+    use pipeline::queue::{OutMessage, Queue};
+    let bodies: Vec<OutMessage> = got
+        .iter()
+        .map(|m| OutMessage::new(m.body().unwrap().to_string()))
+        .collect();
+    p.queues.upsert.send(bodies).await.unwrap();
+    assert!(p.run_until_idle(Duration::from_secs(60)).await.1);
+    let again = crm_sync::reconcile::reconcile(
+        p.sources.get(&src).unwrap(),
+        p.sources.identity,
+        p.crms[&src].as_ref(),
+        &dataverse_client(&dv),
+        &crm_sync::reconcile::Options::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.drift(), 0, "{again}");
     let _ = std::fs::remove_dir_all(&dir);
 }
