@@ -404,7 +404,15 @@ async fn read_crm(
                         notice: Notice::Change(c),
                         ..
                     } => {
-                        let key = compare::key_of(ctx, entity, &c.source_id)?;
+                        let key = match compare::key_of(ctx, entity, &c.source_id) {
+                            Ok(k) => k,
+                            Err(err) => {
+                                // The pipeline could not write it either: reported, not fatal.
+                                e.unmappable += 1;
+                                warn!(%entity, error = %err, "CRM record has no usable key; not compared");
+                                continue;
+                            }
+                        };
                         if c.is_delete() {
                             // Listed as deleted (a soft-delete flag): not expected in Dataverse.
                             gone.execute(params![entity.as_str(), key])?;
