@@ -108,7 +108,7 @@ impl std::fmt::Display for Comparison {
 
 /// Compares the emulator's `account` and `contact` rows with what `mapper`'s source holds
 /// (`expected`): each row must be at the record's deterministic id, and each contact under its
-/// account's row.
+/// account's row; rows of other sources are left out.
 pub fn compare(expected: &[Expected], dv: &Emulator, mapper: &Mapper) -> Comparison {
     let (source, passthrough) = (&mapper.source, mapper.guid_passthrough);
     let mut out = Comparison::default();
@@ -144,8 +144,14 @@ pub fn compare(expected: &[Expected], dv: &Emulator, mapper: &Mapper) -> Compari
             }
             out.matched += 1;
         }
+        // Rows of another source (another msdyn_source_crm) are not this source's extras.
+        let ours = |r: &Map<String, Value>| {
+            r.get("msdyn_source_crm_id").is_some()
+                && r.get("msdyn_source_crm").and_then(Value::as_i64)
+                    == Some(i64::from(mapper.crm_choice))
+        };
         out.extra.extend(rows.into_values().filter_map(|r| {
-            (r.get("msdyn_source_crm_id").is_some()).then(|| {
+            ours(&r).then(|| {
                 format!(
                     "{entity} {}",
                     r["msdyn_source_crm_id"].as_str().unwrap_or("?")

@@ -1,7 +1,9 @@
 //! The local runner behind the `crm-sync` command: the pipeline on one machine. `emulated` wires
 //! it to the embedded emulators; `webhook_server` is the webhook endpoint; `demo` is the README's
 //! main command; `progress` draws its progress bar; `serve` runs the steps over the state file's
-//! queues (`durable_queue`, `jobs`) or a deployed stack's (`stack`).
+//! queues (`durable_queue`, `jobs`) or a deployed stack's (`stack`); `check` proves a deployment
+//! will work (verdicts in `preflight`); `reconcile` compares a CRM with Dataverse and queues the
+//! fixes.
 
 pub mod check;
 pub mod demo;
@@ -10,6 +12,7 @@ pub mod emulated;
 pub mod jobs;
 pub mod preflight;
 pub mod progress;
+pub mod reconcile;
 pub mod serve;
 pub mod stack;
 pub mod sync_cmd;

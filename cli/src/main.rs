@@ -2,6 +2,7 @@
 //! arguments and maps outcomes to exit codes (0 ok, 1 some records failed, 2 unusable input).
 
 mod map_cmd;
+mod reconcile_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -125,6 +126,7 @@ enum Command {
         #[arg(long, value_name = "URL", requires = "stack_outputs")]
         aws_endpoint: Option<String>,
     },
+    Reconcile(reconcile_cmd::Args),
     /// Start an initial sync, or show how far one is.
     Sync {
         #[command(subcommand)]
@@ -532,5 +534,6 @@ fn main() -> ExitCode {
             serve(opts, &log, log_json)
         }
         Command::Sync { command } => sync(command),
+        Command::Reconcile(args) => reconcile_cmd::run(args),
     }
 }

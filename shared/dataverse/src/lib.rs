@@ -2,7 +2,8 @@
 //! row operations and say, per operation, what happened or why not, classified so the caller
 //! knows whether to retry, park or give up. [`memory`] is its in-memory adapter; [`client`] is
 //! the Web API client, built from [`auth`] (Entra ID tokens), [`batch`] (`$batch` bodies),
-//! [`classify`] (responses → outcomes) and [`limiter`] (adaptive concurrency).
+//! [`classify`] (responses → outcomes) and [`limiter`] (adaptive concurrency). [`read`] pages
+//! through a table.
 
 pub mod auth;
 pub mod batch;
@@ -11,6 +12,7 @@ pub mod client;
 pub mod limiter;
 pub mod memory;
 pub mod preflight;
+pub mod read;
 pub mod secret;
 pub mod writer;
 

@@ -160,6 +160,12 @@ impl Mapper {
             .collect()
     }
 
+    /// The Dataverse columns an entity's mapping writes, in name order (what a reader of the
+    /// rows selects to compare them with the CRM).
+    pub fn column_names(&self, e: Entity) -> impl Iterator<Item = &str> {
+        self.entity(e).columns.iter().map(|c| c.name.as_str())
+    }
+
     /// JSON pointer to a page's records array, when the profile sets one.
     pub fn records_pointer(&self, e: Entity) -> Option<&str> {
         self.entity(e).records.as_deref()

@@ -3,7 +3,8 @@
 //!
 //! Reading order: [`message`] (what travels on the queues), [`queue`] (the queue port) and
 //! [`memory_queue`] (its in-process adapter), [`sources`] (compiled configuration), then the
-//! steps: [`webhook`], [`sync`], [`upsert`]; [`runner`] drives them in one process.
+//! steps: [`webhook`], [`sync`], [`upsert`]; [`runner`] drives them in one process;
+//! [`reconcile`] compares a CRM record with its Dataverse row.
 
 pub mod config;
 pub mod connection;
@@ -13,6 +14,7 @@ pub mod message;
 pub mod metrics;
 pub mod queue;
 pub mod recent;
+pub mod reconcile;
 pub mod runner;
 pub mod sources;
 pub mod sync;
