@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use dataverse::DataverseWriter;
 use pipeline::config::Config;
 use pipeline::message::{self, Message};
-use pipeline::queue::{Queue, Received};
+use pipeline::queue::{Queue, Received, last_receive, still_failing};
 use pipeline::recent::RecentEvents;
 use pipeline::runner::{backoff, dead_letter, upsert_received};
 use pipeline::sources::Sources;
@@ -169,6 +169,16 @@ impl Runner {
             Ok(()) => {
                 let _ = self.sync.delete(&m.receipt).await;
             }
+            Err(StepError::Retryable(reason))
+                if last_receive(m.receive_count, self.settings.max_receives) =>
+            {
+                let reason = still_failing(&reason, m.receive_count);
+                warn!(message_id = %m.message_id, %reason, "sync message dead-lettered on its last receive");
+                if let (Some(ledger), Some(job)) = (&self.ledger, &job) {
+                    let _ = ledger.failed(job, &reason);
+                }
+                dead_letter(self.sync.as_ref(), self.sync_dlq.as_ref(), m, reason).await;
+            }
             Err(StepError::Retryable(reason)) => {
                 warn!(message_id = %m.message_id, receives = m.receive_count, %reason, "sync message will be retried");
                 if let (Some(ledger), Some(job)) = (&self.ledger, &job) {
@@ -296,10 +306,12 @@ impl Serve {
             upsert_dlq: state.upsert_dlq.clone(),
             settings: SyncSettings {
                 page_size: opts.page_size,
+                max_receives: Some(state.sync.max_receives()),
                 ..SyncSettings::default()
             },
             policy: UpsertPolicy {
                 parent_delay: opts.parent_retry_delay,
+                max_receives: Some(state.upsert.max_receives()),
                 ..UpsertPolicy::default()
             },
             batch_size: opts.batch_size,

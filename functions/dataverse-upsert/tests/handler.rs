@@ -113,6 +113,7 @@ async fn setup(limits: Option<Limits>) -> Setup {
         policy: UpsertPolicy {
             parent_retries: 3,
             parent_delay: Duration::from_millis(1),
+            max_receives: None,
         },
     };
     Setup {

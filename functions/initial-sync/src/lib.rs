@@ -8,7 +8,7 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use base64::Engine;
 use mapping::{Entity, SourceId};
-use pipeline::queue::{ERROR_ATTRIBUTE, OutMessage, Queue};
+use pipeline::queue::{ERROR_ATTRIBUTE, OutMessage, Queue, last_receive, still_failing};
 use pipeline::sources::Sources;
 use pipeline::sync::{Crms, StepError, SyncPorts, SyncSettings, handle_sync_message, start_sync};
 use serde::{Deserialize, Serialize};
@@ -81,19 +81,24 @@ pub async fn handle_sqs(
     event: SqsEvent,
 ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
     let ports = app.ports();
-    lambda_common::for_each_message(event, |body| {
+    lambda_common::for_each_message(event, |body, receives| {
         let ports = &ports;
         async move {
-            match handle_sync_message(&body, ports, &app.settings).await {
-                Ok(()) => Ok(()),
-                Err(StepError::Retryable(e)) => Err(e),
-                Err(StepError::Permanent(reason)) => {
-                    tracing::warn!(%reason, "sync job dead-lettered");
-                    let mut m = OutMessage::new(body);
-                    m.attributes.insert(ERROR_ATTRIBUTE.into(), reason);
-                    app.dlq.send(vec![m]).await.map_err(|e| e.to_string())
+            let reason = match handle_sync_message(&body, ports, &app.settings).await {
+                Ok(()) => return Ok(()),
+                // The last receive before SQS's redrive keeps its reason.
+                Err(StepError::Retryable(e))
+                    if last_receive(receives, app.settings.max_receives) =>
+                {
+                    still_failing(&e, receives)
                 }
-            }
+                Err(StepError::Retryable(e)) => return Err(e),
+                Err(StepError::Permanent(reason)) => reason,
+            };
+            tracing::warn!(%reason, "sync job dead-lettered");
+            let mut m = OutMessage::new(body);
+            m.attributes.insert(ERROR_ATTRIBUTE.into(), reason);
+            app.dlq.send(vec![m]).await.map_err(|e| e.to_string())
         }
     })
     .await

@@ -56,6 +56,10 @@ pub struct UpsertPolicy {
     pub parent_retries: u32,
     /// First parking delay; doubled each time, capped at SQS's 15 minutes.
     pub parent_delay: Duration,
+    /// The queue's redrive threshold (SQS maxReceiveCount). A change that fails retryably on a
+    /// message's last receive is dead-lettered here with the error, rather than left for the
+    /// queue to redrive without one. `None`: always left for the queue.
+    pub max_receives: Option<u32>,
 }
 
 impl Default for UpsertPolicy {
@@ -63,6 +67,7 @@ impl Default for UpsertPolicy {
         UpsertPolicy {
             parent_retries: 8,
             parent_delay: Duration::from_secs(30),
+            max_receives: None,
         }
     }
 }
@@ -204,6 +209,17 @@ pub async fn apply_changes(
                 Ok(Applied::Deleted) => report.deleted += 1,
                 Ok(Applied::AlreadyAbsent) => report.absent += 1,
                 Err(e) => match e.kind() {
+                    FailureKind::Retryable
+                        if crate::queue::last_receive(
+                            messages[p.msg].receive_count,
+                            policy.max_receives,
+                        ) =>
+                    {
+                        let reason = crate::queue::still_failing(&e.to_string(), messages[p.msg].receive_count);
+                        warn!(key = %p.change.key(), correlation_id = %p.correlation_id, %reason, "change dead-lettered on its last receive");
+                        dead.push(change_letter(p, reason));
+                        dead_owner.push(p.msg);
+                    }
                     FailureKind::Retryable => {
                         if let WriteError::Throttled { .. } = &e {
                             report.throttled_for = report.throttled_for.max(e.retry_after());
