@@ -1,6 +1,7 @@
 //! `crm-sync`: the command line. Each subcommand lives in its own module; this file only parses
 //! arguments and maps outcomes to exit codes (0 ok, 1 some records failed, 2 unusable input).
 
+mod dlq_args;
 mod map_cmd;
 
 use std::net::SocketAddr;
@@ -112,6 +113,12 @@ enum Command {
     Sync {
         #[command(subcommand)]
         command: SyncCommand,
+    },
+    /// Inspect the dead-letter queues (the state file's, or a deployed stack's) and replay
+    /// what failed once its cause is fixed.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq_args::DlqCommand,
     },
 }
 
@@ -414,5 +421,6 @@ fn main() -> ExitCode {
             serve(opts, &log, log_json)
         }
         Command::Sync { command } => sync(command),
+        Command::Dlq { command } => dlq_args::run(command),
     }
 }
