@@ -69,6 +69,12 @@ impl LocalState {
     }
 
     pub fn with_store(store: Arc<Store>) -> LocalState {
+        LocalState::with_max_receives(store, None)
+    }
+
+    /// The state file's queues, redriving to their DLQs after `max_receives` receives instead
+    /// of the defaults (sync 5, upsert 10). Only the consumer (`serve`) needs it.
+    pub fn with_max_receives(store: Arc<Store>, max_receives: Option<u32>) -> LocalState {
         let dlq = DurableQueueConfig {
             max_receives: u32::MAX,
             ..DurableQueueConfig::default()
@@ -81,7 +87,7 @@ impl LocalState {
             SYNC,
             DurableQueueConfig {
                 visibility_timeout: Duration::from_secs(600),
-                max_receives: 5,
+                max_receives: max_receives.unwrap_or(5),
                 capacity: None,
             },
             Some(sync_dlq.clone()),
@@ -90,7 +96,7 @@ impl LocalState {
             UPSERT,
             DurableQueueConfig {
                 visibility_timeout: Duration::from_secs(300),
-                max_receives: 10,
+                max_receives: max_receives.unwrap_or(10),
                 capacity: None,
             },
             Some(upsert_dlq.clone()),

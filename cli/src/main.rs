@@ -102,6 +102,10 @@ enum Command {
         /// (doubling each time).
         #[arg(long, default_value_t = 30)]
         parent_retry_delay: u64,
+        /// Receives of a failing message before it is dead-lettered with its last error
+        /// (default: 5 on the sync queue, 10 on the upsert queue).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_receives: Option<u32>,
         /// Log filter (RUST_LOG syntax), on stderr.
         #[arg(long, default_value = "info")]
         log: String,
@@ -407,6 +411,7 @@ fn main() -> ExitCode {
             upsert_workers,
             batch_size,
             parent_retry_delay,
+            max_receives,
             log,
             log_json,
         } => {
@@ -416,6 +421,7 @@ fn main() -> ExitCode {
                 upsert_workers,
                 batch_size,
                 parent_retry_delay: Duration::from_secs(parent_retry_delay),
+                max_receives,
                 ..ServeOptions::new(config, state)
             };
             serve(opts, &log, log_json)

@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub batch_size: usize,
     /// First delay before a contact whose account is not in Dataverse yet is tried again.
     pub parent_retry_delay: Duration,
+    /// Receives before a work queue's message is dead-lettered (default: sync 5, upsert 10).
+    pub max_receives: Option<u32>,
 }
 
 impl ServeOptions {
@@ -70,6 +72,7 @@ impl ServeOptions {
             upsert_workers: 4,
             batch_size: 10,
             parent_retry_delay: UpsertPolicy::default().parent_delay,
+            max_receives: None,
         }
     }
 }
@@ -288,7 +291,10 @@ impl Serve {
             bail!("--page-size, --batch-size and --upsert-workers must be at least 1");
         }
         let lock = lock_state(&opts.state)?;
-        let state = Arc::new(LocalState::open(&opts.state)?);
+        let state = Arc::new(LocalState::with_max_receives(
+            crate::durable_queue::Store::open(&opts.state)?,
+            opts.max_receives,
+        ));
         let reclaimed = state.store.reclaim_in_flight()?;
         if reclaimed > 0 {
             info!(
