@@ -35,11 +35,11 @@ pub struct Where {
 }
 
 impl Where {
-    fn target(self) -> Target {
+    async fn target(self) -> Target {
         match self.sqs_queue_url {
             Some(dlq_url) => Target::Sqs {
+                client: sqs::SqsQueue::client(self.sqs_endpoint.as_deref()).await,
                 dlq_url,
-                endpoint: self.sqs_endpoint,
                 target_url: self.target_queue_url,
             },
             None => Target::Local {
@@ -103,7 +103,7 @@ pub fn run(command: DlqCommand) -> ExitCode {
         ExitCode::from(2)
     };
     match command {
-        DlqCommand::List { at, json } => match rt.block_on(dlq_cmd::list(&at.target())) {
+        DlqCommand::List { at, json } => match rt.block_on(async { dlq_cmd::list(&at.target().await).await }) {
             Ok(rows) => {
                 if rows.is_empty() && !json {
                     println!("the dead-letter queue is empty");
@@ -119,7 +119,7 @@ pub fn run(command: DlqCommand) -> ExitCode {
             }
             Err(e) => fail("list", e),
         },
-        DlqCommand::Show { at, id } => match rt.block_on(dlq_cmd::show(&at.target(), &id)) {
+        DlqCommand::Show { at, id } => match rt.block_on(async { dlq_cmd::show(&at.target().await, &id).await }) {
             Ok(l) => {
                 println!("{}", dlq::row(&l, dlq_cmd::now_ms()));
                 if let Some(g) = &l.group_id {
@@ -147,7 +147,9 @@ pub fn run(command: DlqCommand) -> ExitCode {
                 error_contains,
                 source,
             };
-            match rt.block_on(dlq_cmd::replay(&at.target(), &selection, dry_run)) {
+            match rt.block_on(async {
+                dlq_cmd::replay(&at.target().await, &selection, dry_run).await
+            }) {
                 Ok(r) => {
                     for (id, to) in &r.would_replay {
                         println!("would replay {id} to {to}");

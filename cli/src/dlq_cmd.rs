@@ -38,8 +38,8 @@ pub enum Target {
     /// One SQS DLQ; replays go to `target_url`, or else to the queue whose redrive policy names
     /// this DLQ (ListDeadLetterSourceQueues).
     Sqs {
+        client: sqs::Client,
         dlq_url: String,
-        endpoint: Option<String>,
         target_url: Option<String>,
     },
 }
@@ -99,11 +99,10 @@ fn local_letters(state: &LocalState, queue: Option<&str>) -> anyhow::Result<Vec<
 
 /// An SQS DLQ, and the queue its letters go back to (if it can be told).
 async fn sqs_queues(
+    client: &sqs::Client,
     dlq_url: &str,
-    endpoint: Option<&str>,
     target_url: Option<&str>,
 ) -> anyhow::Result<(SqsQueue, Option<SqsQueue>)> {
-    let client = SqsQueue::client(endpoint).await;
     let dlq = SqsQueue::new(client.clone(), dlq_url);
     let target = match target_url {
         Some(url) => Some(url.to_string()),
@@ -118,7 +117,7 @@ async fn sqs_queues(
             }
         }
     };
-    Ok((dlq, target.map(|url| SqsQueue::new(client, url))))
+    Ok((dlq, target.map(|url| SqsQueue::new(client.clone(), url))))
 }
 
 /// Receives every message of an SQS DLQ it can (each held invisible for `visibility`).
@@ -180,11 +179,11 @@ pub async fn letters(target: &Target) -> anyhow::Result<Vec<Letter>> {
             local_letters(&state, queue.as_deref())
         }
         Target::Sqs {
+            client,
             dlq_url,
-            endpoint,
             target_url,
         } => {
-            let (dlq, to) = sqs_queues(dlq_url, endpoint.as_deref(), target_url.as_deref()).await?;
+            let (dlq, to) = sqs_queues(client, dlq_url, target_url.as_deref()).await?;
             let held = receive_all(&dlq, LIST_VISIBILITY).await?;
             let out = held
                 .iter()
@@ -260,11 +259,11 @@ pub async fn replay(
             }
         }
         Target::Sqs {
+            client,
             dlq_url,
-            endpoint,
             target_url,
         } => {
-            let (dlq, to) = sqs_queues(dlq_url, endpoint.as_deref(), target_url.as_deref()).await?;
+            let (dlq, to) = sqs_queues(client, dlq_url, target_url.as_deref()).await?;
             let Some(to) = to else {
                 bail!(
                     "{} is not the dead-letter queue of exactly one queue (ListDeadLetterSourceQueues): say where its messages go with --target-queue-url",

@@ -373,8 +373,11 @@ fn dead_letter(body: String, reason: String) -> OutMessage {
     m
 }
 
+/// One change's dead letter, in its record's FIFO group (as `send_per_record` groups it): on a
+/// FIFO DLQ, SQS hands out a group's later messages only after its earlier ones are deleted, so
+/// one group for every dead letter would let `crm-sync dlq` see only ten at a time.
 fn change_letter(p: &Pending, reason: String) -> OutMessage {
-    dead_letter(
+    let mut m = dead_letter(
         message::encode(
             &p.correlation_id,
             Message::Changes(ChangeBatch {
@@ -384,5 +387,7 @@ fn change_letter(p: &Pending, reason: String) -> OutMessage {
             }),
         ),
         reason,
-    )
+    );
+    m.group_id = Some(crate::sync::digest(&p.change.key().to_string()));
+    m
 }
