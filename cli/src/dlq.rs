@@ -191,10 +191,11 @@ impl Selection {
                 .error_contains
                 .as_ref()
                 .is_none_or(|t| r.reason.to_lowercase().contains(&t.to_lowercase()))
-            && self
-                .source
-                .as_ref()
-                .is_none_or(|s| r.source.as_deref().is_some_and(|rs| rs.split(',').any(|x| x == s)))
+            && self.source.as_ref().is_none_or(|s| {
+                r.source
+                    .as_deref()
+                    .is_some_and(|rs| rs.split(',').any(|x| x == s))
+            })
     }
 }
 
@@ -328,7 +329,10 @@ mod tests {
 
     #[test]
     fn a_row_says_what_the_envelope_says_and_why() {
-        let r = row(&letter(changes(&["003A", "003B"], 2), Some("HTTP 400")), 61_000);
+        let r = row(
+            &letter(changes(&["003A", "003B"], 2), Some("HTTP 400")),
+            61_000,
+        );
         assert_eq!(r.kind, "changes");
         assert_eq!(r.correlation_id.as_deref(), Some("corr-1"));
         assert_eq!(r.source.as_deref(), Some("sf"));
@@ -336,20 +340,35 @@ mod tests {
         assert_eq!(r.records, ["003A", "003B"]);
         assert_eq!((r.reason.as_str(), r.age_secs), ("HTTP 400", Some(60)));
         let line = r.to_string();
-        assert!(line.contains("age 1m") && line.contains("records 003A,003B"), "{line}");
+        assert!(
+            line.contains("age 1m") && line.contains("records 003A,003B"),
+            "{line}"
+        );
 
         let bare = row(&letter(changes(&["003A"], 0), None), 0);
-        assert_eq!(bare.reason, "reason not recorded (redriven after 10 receives)");
+        assert_eq!(
+            bare.reason,
+            "reason not recorded (redriven after 10 receives)"
+        );
 
         let report = serde_json::json!({"source": "hs", "correlation_id": "c", "failures": []});
         let w = row(&letter(report.to_string(), Some("1 item")), 0);
-        assert_eq!((w.kind.as_str(), w.source.as_deref()), ("webhook_items", Some("hs")));
+        assert_eq!(
+            (w.kind.as_str(), w.source.as_deref()),
+            ("webhook_items", Some("hs"))
+        );
         assert_eq!(row(&letter("garbage".into(), None), 0).kind, "unreadable");
     }
 
     #[test]
     fn selection_criteria_combine_and_an_empty_one_selects_nothing() {
-        let r = row(&letter(changes(&["003A"], 0), Some("Dataverse 503 Service Unavailable")), 0);
+        let r = row(
+            &letter(
+                changes(&["003A"], 0),
+                Some("Dataverse 503 Service Unavailable"),
+            ),
+            0,
+        );
         assert!(!Selection::default().matches(&r));
         let all = Selection {
             all: true,
@@ -391,7 +410,11 @@ mod tests {
         assert_eq!(c.group_id, Some(digest(&change("003A").key().to_string())));
 
         // Work for another queue, or no work at all, is refused.
-        assert!(replay_message(&l, Role::Sync).unwrap_err().contains("does not belong"));
+        assert!(
+            replay_message(&l, Role::Sync)
+                .unwrap_err()
+                .contains("does not belong")
+        );
         let report = letter("{\"failures\": []}".into(), Some("x"));
         assert!(replay_message(&report, Role::Upsert).is_err());
     }

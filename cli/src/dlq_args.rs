@@ -103,36 +103,40 @@ pub fn run(command: DlqCommand) -> ExitCode {
         ExitCode::from(2)
     };
     match command {
-        DlqCommand::List { at, json } => match rt.block_on(async { dlq_cmd::list(&at.target().await).await }) {
-            Ok(rows) => {
-                if rows.is_empty() && !json {
-                    println!("the dead-letter queue is empty");
-                }
-                for r in rows {
-                    if json {
-                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
-                    } else {
-                        println!("{r}");
+        DlqCommand::List { at, json } => {
+            match rt.block_on(async { dlq_cmd::list(&at.target().await).await }) {
+                Ok(rows) => {
+                    if rows.is_empty() && !json {
+                        println!("the dead-letter queue is empty");
                     }
+                    for r in rows {
+                        if json {
+                            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                        } else {
+                            println!("{r}");
+                        }
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => fail("list", e),
             }
-            Err(e) => fail("list", e),
-        },
-        DlqCommand::Show { at, id } => match rt.block_on(async { dlq_cmd::show(&at.target().await, &id).await }) {
-            Ok(l) => {
-                println!("{}", dlq::row(&l, dlq_cmd::now_ms()));
-                if let Some(g) = &l.group_id {
-                    println!("group: {g}");
+        }
+        DlqCommand::Show { at, id } => {
+            match rt.block_on(async { dlq_cmd::show(&at.target().await, &id).await }) {
+                Ok(l) => {
+                    println!("{}", dlq::row(&l, dlq_cmd::now_ms()));
+                    if let Some(g) = &l.group_id {
+                        println!("group: {g}");
+                    }
+                    for (k, v) in &l.attributes {
+                        println!("attribute {k}: {v}");
+                    }
+                    println!("body:\n{}", pretty(&l.body));
+                    ExitCode::SUCCESS
                 }
-                for (k, v) in &l.attributes {
-                    println!("attribute {k}: {v}");
-                }
-                println!("body:\n{}", pretty(&l.body));
-                ExitCode::SUCCESS
+                Err(e) => fail("show", e),
             }
-            Err(e) => fail("show", e),
-        },
+        }
         DlqCommand::Replay {
             at,
             all,
@@ -147,9 +151,9 @@ pub fn run(command: DlqCommand) -> ExitCode {
                 error_contains,
                 source,
             };
-            match rt.block_on(async {
-                dlq_cmd::replay(&at.target().await, &selection, dry_run).await
-            }) {
+            match rt
+                .block_on(async { dlq_cmd::replay(&at.target().await, &selection, dry_run).await })
+            {
                 Ok(r) => {
                     for (id, to) in &r.would_replay {
                         println!("would replay {id} to {to}");

@@ -123,10 +123,7 @@ async fn sqs_queues(
 /// Receives every message of an SQS DLQ it can (each held invisible for `visibility`).
 /// On a FIFO queue SQS hands out a group's later messages only once its earlier ones are
 /// deleted, so at most 10 of each group are seen here.
-async fn receive_all(
-    dlq: &SqsQueue,
-    visibility: Duration,
-) -> anyhow::Result<Vec<sqs::Inspected>> {
+async fn receive_all(dlq: &SqsQueue, visibility: Duration) -> anyhow::Result<Vec<sqs::Inspected>> {
     let mut out: Vec<sqs::Inspected> = Vec::new();
     loop {
         let batch = dlq
@@ -285,7 +282,10 @@ pub async fn replay(
                         !held
                             .iter()
                             .any(|h| h.received.message_id == m.received.message_id)
-                            && !report.replayed.iter().any(|(id, _)| *id == m.received.message_id)
+                            && !report
+                                .replayed
+                                .iter()
+                                .any(|(id, _)| *id == m.received.message_id)
                     })
                     .collect();
                 if fresh.is_empty() {

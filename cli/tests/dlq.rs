@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crm_emulator::{SalesforceConfig, SalesforceEmulator};
-use crm_sync::emulated::{Comparison, Expected, compare};
 use crm_sync::dlq::Selection;
 use crm_sync::dlq_cmd::{self, Target};
+use crm_sync::emulated::{Comparison, Expected, compare};
 use crm_sync::jobs::LocalState;
 use crm_sync::serve::{Serve, ServeOptions};
 use crm_sync::sync_cmd::{self, StartArgs};
@@ -65,7 +65,9 @@ async fn settled(state: &PathBuf, job: &str, limit: Duration) -> bool {
     loop {
         let state = LocalState::open(state).unwrap();
         let depths = state.store.depths().unwrap();
-        let busy = depths.iter().any(|(q, n, _)| (q == "sync" || q == "upsert") && *n > 0);
+        let busy = depths
+            .iter()
+            .any(|(q, n, _)| (q == "sync" || q == "upsert") && *n > 0);
         let status = state.ledger().status(job).unwrap().expect("known job");
         if !busy && status.pages_done {
             return true;
@@ -169,8 +171,14 @@ client_secret = "file:{sf_secret}"
     let dead: BTreeSet<String> = rows.iter().flat_map(|r| r.records.clone()).collect();
     assert_eq!(dead, crm, "{rows:#?}");
     for r in &rows {
-        assert_eq!((r.dlq.as_str(), r.origin.as_deref()), ("upsert-dlq", Some("upsert")));
-        assert_eq!((r.kind.as_str(), r.source.as_deref()), ("changes", Some("salesforce")));
+        assert_eq!(
+            (r.dlq.as_str(), r.origin.as_deref()),
+            ("upsert-dlq", Some("upsert"))
+        );
+        assert_eq!(
+            (r.kind.as_str(), r.source.as_deref()),
+            ("changes", Some("salesforce"))
+        );
         assert_eq!(r.correlation_id.as_deref(), Some(job.as_str()));
         assert!(
             r.reason.contains("Dataverse is unavailable")
@@ -179,7 +187,12 @@ client_secret = "file:{sf_secret}"
             r.reason
         );
     }
-    assert!(dlq_cmd::list(&local(Some("sync-dlq"))).await.unwrap().is_empty());
+    assert!(
+        dlq_cmd::list(&local(Some("sync-dlq")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(dlq_cmd::list(&local(Some("nope"))).await.is_err());
 
     // One message whole.
@@ -193,8 +206,15 @@ client_secret = "file:{sf_secret}"
         ..Selection::default()
     };
     let dry = dlq_cmd::replay(&local(None), &all, true).await.unwrap();
-    assert_eq!((dry.would_replay.len(), dry.replayed.len()), (rows.len(), 0));
-    assert!(dlq_cmd::replay(&local(None), &Selection::default(), false).await.is_err());
+    assert_eq!(
+        (dry.would_replay.len(), dry.replayed.len()),
+        (rows.len(), 0)
+    );
+    assert!(
+        dlq_cmd::replay(&local(None), &Selection::default(), false)
+            .await
+            .is_err()
+    );
     let left = LocalState::open(&state).unwrap();
     assert_eq!(left.upsert_dlq.len(), rows.len());
 
@@ -206,7 +226,11 @@ client_secret = "file:{sf_secret}"
         ..Selection::default()
     };
     let done = dlq_cmd::replay(&local(None), &fixed, false).await.unwrap();
-    assert_eq!((done.replayed.len(), done.failed.len()), (rows.len(), 0), "{done:?}");
+    assert_eq!(
+        (done.replayed.len(), done.failed.len()),
+        (rows.len(), 0),
+        "{done:?}"
+    );
     assert!(done.replayed.iter().all(|(_, to)| to == "upsert"));
     assert!(left.upsert_dlq.is_empty());
 

@@ -76,17 +76,16 @@ async fn an_outage_past_max_receive_count_is_listed_with_reasons_and_replayed_to
     for _ in 0..2 {
         let got = upsert.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(got.len(), 1);
-        upsert.release(&got[0].receipt, Duration::ZERO).await.unwrap();
+        upsert
+            .release(&got[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
     }
     assert!(upsert.receive(10, Duration::ZERO).await.unwrap().is_empty());
 
     // The listing: every CRM record once, each with the last error but the redriven one.
     let rows = dlq_cmd::list(&target).await.unwrap();
-    let crm: BTreeSet<String> = stack
-        .expected()
-        .into_iter()
-        .map(|e| e.source_id)
-        .collect();
+    let crm: BTreeSet<String> = stack.expected().into_iter().map(|e| e.source_id).collect();
     let listed: Vec<String> = rows.iter().flat_map(|r| r.records.clone()).collect();
     assert_eq!(listed.len(), crm.len(), "{rows:#?}");
     assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), crm);
@@ -106,7 +105,10 @@ async fn an_outage_past_max_receive_count_is_listed_with_reasons_and_replayed_to
             r.reason
         );
     }
-    assert!(rows.iter().all(|r| r.origin.as_deref() == Some(stack.queues.upsert.name.as_str())));
+    assert!(
+        rows.iter()
+            .all(|r| r.origin.as_deref() == Some(stack.queues.upsert.name.as_str()))
+    );
     // Listing received them; they are all visible again at once.
     assert_eq!(
         stack.moto.depth(&stack.queues.upsert_dlq).await.visible as usize,
@@ -118,7 +120,12 @@ async fn an_outage_past_max_receive_count_is_listed_with_reasons_and_replayed_to
         .await
         .unwrap()
         .into_iter()
-        .map(|l| (dlq_record(&l.body), l.group_id.expect("a FIFO message has a group")))
+        .map(|l| {
+            (
+                dlq_record(&l.body),
+                l.group_id.expect("a FIFO message has a group"),
+            )
+        })
         .collect();
     assert_eq!(groups.len(), crm.len());
     assert!(groups.values().all(|g| g != "default"), "{groups:?}");
@@ -182,4 +189,158 @@ fn dlq_record(body: &str) -> String {
     };
     assert_eq!(batch.changes.len(), 1);
     batch.changes[0].source_id.clone()
+}
+
+/// Every other DLQ of the template: the standard retry DLQ (SQS redrove a parked contact's
+/// message: replayed to the standard retry queue, no group), the FIFO sync DLQ (a fetch job the
+/// function dead-lettered in SQS's `default` group: replayed to sync.fifo in its own group), and
+/// the webhook DLQ (no queue redrives into it, and its reports are not work: nothing replays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_dlq_of_the_template_replays_to_its_own_queue_or_says_why_not() {
+    let moto = support::moto::Moto::start().await;
+    let queues = moto
+        .deployment(&Deployment {
+            max_receive_count: 2,
+            ..Deployment::default()
+        })
+        .await;
+    let client = moto.client();
+    let q = |url: &str| SqsQueue::new(client.clone(), url);
+    let at = |dlq: &support::moto::Queue, to: Option<&str>| Target::Sqs {
+        client: client.clone(),
+        dlq_url: dlq.url.clone(),
+        target_url: to.map(str::to_string),
+    };
+    let all = Selection {
+        all: true,
+        ..Selection::default()
+    };
+    let change = mapping::Change {
+        source: mapping::SourceId::new("sf").unwrap(),
+        entity: mapping::Entity::Contact,
+        source_id: "003000000000001AAA".into(),
+        op: mapping::Operation::Delete,
+        modified_at: None,
+        parent: mapping::Parent::Unchanged,
+        record_url: None,
+    };
+    let parked = pipeline::message::encode_changes("corr-r", 3, false, &[change], 200_000)
+        .unwrap()
+        .remove(0);
+
+    // Retry queue (standard): received twice and never settled, then redriven by SQS.
+    let retry = q(&queues.retry.url);
+    retry
+        .send(vec![OutMessage::new(parked.clone())])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let got = retry.receive(10, Duration::ZERO).await.unwrap();
+        retry
+            .release(&got[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    assert!(retry.receive(10, Duration::ZERO).await.unwrap().is_empty());
+    let rows = dlq_cmd::list(&at(&queues.retry_dlq, None)).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].reason,
+        "reason not recorded (redriven after 2 receives)"
+    );
+    assert_eq!(rows[0].origin.as_deref(), Some(queues.retry.name.as_str()));
+    let done = dlq_cmd::replay(&at(&queues.retry_dlq, None), &all, false)
+        .await
+        .unwrap();
+    assert_eq!((done.replayed.len(), done.failed.len()), (1, 0), "{done:?}");
+    let back = moto.take_all(&queues.retry, Duration::from_secs(2)).await;
+    assert_eq!(back.len(), 1);
+    let env = pipeline::message::decode(back[0].body().unwrap()).unwrap();
+    let pipeline::message::Message::Changes(batch) = env.body else {
+        panic!("not changes")
+    };
+    assert_eq!(batch.attempt, 0, "a replay is a fresh attempt");
+    assert_eq!(moto.depth(&queues.retry_dlq).await.total(), 0);
+
+    // Sync DLQ (FIFO): a fetch job the function dead-lettered with its reason.
+    let fetch = pipeline::message::encode(
+        "corr-f",
+        pipeline::message::Message::Fetch(pipeline::message::FetchJob {
+            source: mapping::SourceId::new("sf").unwrap(),
+            entity: mapping::Entity::Account,
+            ids: vec!["001000000000001AAA".into()],
+            reason: "webhook".into(),
+        }),
+    );
+    let mut dead = OutMessage::new(fetch.clone());
+    dead.attributes.insert(
+        pipeline::queue::ERROR_ATTRIBUTE.into(),
+        "Salesforce answered 401".into(),
+    );
+    q(&queues.sync_dlq.url).send(vec![dead]).await.unwrap();
+    let rows = dlq_cmd::list(&at(&queues.sync_dlq, None)).await.unwrap();
+    assert_eq!(
+        (rows[0].kind.as_str(), rows[0].reason.as_str()),
+        ("fetch", "Salesforce answered 401")
+    );
+    assert_eq!(rows[0].records, ["001000000000001AAA"]);
+    // Not the right text: nothing is selected, nothing moves.
+    let none = Selection {
+        error_contains: Some("503".into()),
+        ..Selection::default()
+    };
+    let done = dlq_cmd::replay(&at(&queues.sync_dlq, None), &none, false)
+        .await
+        .unwrap();
+    assert!(done.replayed.is_empty() && done.failed.is_empty());
+    assert_eq!(moto.depth(&queues.sync_dlq).await.visible, 1);
+    let by_text = Selection {
+        error_contains: Some("401".into()),
+        ..Selection::default()
+    };
+    let done = dlq_cmd::replay(&at(&queues.sync_dlq, None), &by_text, false)
+        .await
+        .unwrap();
+    assert_eq!(done.replayed.len(), 1, "{done:?}");
+    let back = moto.take_all(&queues.sync, Duration::from_secs(2)).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].body(), Some(fetch.as_str()));
+    let group = back[0]
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+        .cloned();
+    assert_eq!(group, Some(pipeline::sync::digest("sf:account")));
+
+    // Webhook DLQ: nothing redrives into it, so no target without --target-queue-url; and
+    // a webhook's report of unmappable items is not work for any queue: it stays.
+    let report = serde_json::json!({"source": "sf", "correlation_id": "c-w", "failures": [{"error": "no Id"}]});
+    let mut dead = OutMessage::new(report.to_string());
+    dead.attributes.insert(
+        pipeline::queue::ERROR_ATTRIBUTE.into(),
+        "1 notification item(s) could not be mapped".into(),
+    );
+    q(&queues.webhook_dlq.url).send(vec![dead]).await.unwrap();
+    let rows = dlq_cmd::list(&at(&queues.webhook_dlq, None)).await.unwrap();
+    assert_eq!(
+        (rows[0].kind.as_str(), rows[0].origin.as_deref()),
+        ("webhook_items", None)
+    );
+    let err = dlq_cmd::replay(&at(&queues.webhook_dlq, None), &all, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--target-queue-url"), "{err}");
+    let done = dlq_cmd::replay(
+        &at(&queues.webhook_dlq, Some(&queues.upsert.url)),
+        &all,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.replayed.len(), done.failed.len()), (0, 1));
+    assert!(
+        done.failed[0].1.contains("not a pipeline message"),
+        "{done:?}"
+    );
+    assert_eq!(moto.depth(&queues.webhook_dlq).await.total(), 1);
+    assert_eq!(moto.depth(&queues.upsert).await.total(), 0);
 }

@@ -105,7 +105,9 @@ impl LocalPipeline {
                 Err(StepError::Retryable(reason))
                     if last_receive(
                         m.receive_count,
-                        self.settings.max_receives.or(self.queues.sync.max_receives()),
+                        self.settings
+                            .max_receives
+                            .or(self.queues.sync.max_receives()),
                     ) =>
                 {
                     let reason = still_failing(&reason, m.receive_count);
@@ -148,7 +150,10 @@ impl LocalPipeline {
         };
         // The last receive before the queue's redrive keeps its reason (see `last_receive`).
         let policy = UpsertPolicy {
-            max_receives: self.policy.max_receives.or(self.queues.upsert.max_receives()),
+            max_receives: self
+                .policy
+                .max_receives
+                .or(self.queues.upsert.max_receives()),
             ..self.policy.clone()
         };
         let report = upsert_received(&batch, &ports, &policy, self.queues.upsert.as_ref()).await;

@@ -215,7 +215,10 @@ pub async fn apply_changes(
                             policy.max_receives,
                         ) =>
                     {
-                        let reason = crate::queue::still_failing(&e.to_string(), messages[p.msg].receive_count);
+                        let reason = crate::queue::still_failing(
+                            &e.to_string(),
+                            messages[p.msg].receive_count,
+                        );
                         warn!(key = %p.change.key(), correlation_id = %p.correlation_id, %reason, "change dead-lettered on its last receive");
                         dead.push(change_letter(p, reason));
                         dead_owner.push(p.msg);
