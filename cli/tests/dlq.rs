@@ -4,7 +4,7 @@
 //! sends them to the upsert queue and Dataverse ends equal to the CRM, record for record.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crm_emulator::{SalesforceConfig, SalesforceEmulator};
@@ -51,7 +51,7 @@ fn expected(sf: &SalesforceEmulator) -> Vec<Expected> {
     out
 }
 
-fn comparison(config: &PathBuf, sf: &SalesforceEmulator, dv: &Emulator) -> Comparison {
+fn comparison(config: &Path, sf: &SalesforceEmulator, dv: &Emulator) -> Comparison {
     let config = Config::load(config).unwrap();
     let sources = config.mappers().unwrap();
     let mapper = sources.get(&SourceId::new("salesforce").unwrap()).unwrap();
@@ -60,7 +60,7 @@ fn comparison(config: &PathBuf, sf: &SalesforceEmulator, dv: &Emulator) -> Compa
 
 /// Waits until the work queues are empty and the job's pages are read: what is left is in the
 /// DLQs.
-async fn settled(state: &PathBuf, job: &str, limit: Duration) -> bool {
+async fn settled(state: &Path, job: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         let state = LocalState::open(state).unwrap();

@@ -5,7 +5,6 @@
 //! Limits from the SQS API reference: at most 10 entries per SendMessageBatch, 262,144 bytes per
 //! message, DelaySeconds 0..=900, ChangeMessageVisibility up to 12 hours.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -134,7 +133,7 @@ fn received(m: &Message) -> Received {
                     .filter_map(|(k, v)| v.string_value().map(|s| (k.clone(), s.to_string())))
                     .collect()
             })
-            .unwrap_or_else(BTreeMap::new),
+            .unwrap_or_default(),
     }
 }
 
