@@ -249,6 +249,11 @@ pub async fn replay(
                 match origin.send(vec![out]).await {
                     Ok(()) => {
                         dlq_queue.remove(&l.id)?;
+                        if let Ok(env) = pipeline::message::decode(&l.body)
+                            && let pipeline::message::Message::SyncPage(job) = env.body
+                        {
+                            state.ledger().resumed(&job.job_id)?;
+                        }
                         report.replayed.push((l.id, origin.name().to_string()));
                     }
                     Err(e) => report.failed.push((l.id, format!("send failed: {e}"))),

@@ -214,6 +214,16 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records a failed job's page job sent again (`crm-sync dlq replay`): it goes on.
+    pub fn resumed(&self, job_id: &str) -> anyhow::Result<()> {
+        let now = self.store.now_ms();
+        self.store.conn().execute(
+            "UPDATE jobs SET failed = NULL, updated_at = ?2 WHERE job_id = ?1",
+            params![job_id, now],
+        )?;
+        Ok(())
+    }
+
     /// One job's status; `None` if the state file has never seen it.
     pub fn status(&self, job_id: &str) -> anyhow::Result<Option<JobStatus>> {
         let conn = self.store.conn();

@@ -249,3 +249,92 @@ client_secret = "file:{sf_secret}"
     serve.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A sync job whose page job was dead-lettered (serve records the job failed): the replay puts
+/// the page job back on the sync queue in the job's FIFO group, with a new deduplication id, and
+/// the job is no longer failed; a message that is not work for its queue stays, and says why.
+#[tokio::test]
+async fn a_dead_lettered_page_job_is_replayed_to_the_sync_queue_and_its_job_goes_on() {
+    use pipeline::message::{Message, Phase, SyncCounts, SyncPageJob, encode};
+    use pipeline::queue::{OutMessage, Queue};
+
+    let dir = scratch("page");
+    let state_path = dir.join("crm-sync.sqlite");
+    let state = LocalState::open(&state_path).unwrap();
+    let job = SyncPageJob {
+        job_id: "job-1".into(),
+        source: SourceId::new("salesforce").unwrap(),
+        entities: vec![Entity::Account],
+        entity: Entity::Account,
+        phase: Phase::Snapshot,
+        started_at: chrono::Utc::now(),
+        cursor: Some("c-3".into()),
+        checkpoint: None,
+        counts: SyncCounts::default(),
+        total: None,
+    };
+    let page = encode("job-1", Message::SyncPage(job));
+    let mut dead = OutMessage::new(page.clone());
+    dead.attributes.insert(
+        ERROR_ATTRIBUTE.into(),
+        "Salesforce refused the token (still failing after 5 receives)".into(),
+    );
+    // Changes on the sync DLQ: not work for the sync queue.
+    let mut misplaced = OutMessage::new(encode(
+        "c-2",
+        Message::Changes(pipeline::message::ChangeBatch {
+            attempt: 0,
+            from_page: false,
+            changes: vec![],
+        }),
+    ));
+    misplaced.attributes.insert(
+        ERROR_ATTRIBUTE.into(),
+        "a changes message belongs on the upsert queue".into(),
+    );
+    state.sync_dlq.send(vec![dead, misplaced]).await.unwrap();
+    let ledger = state.ledger();
+    ledger
+        .started("job-1", "salesforce", &["account".into()])
+        .unwrap();
+    ledger
+        .failed("job-1", "Salesforce refused the token")
+        .unwrap();
+    assert_eq!(ledger.status("job-1").unwrap().unwrap().state(), "failed");
+
+    let target = Target::Local {
+        state: state_path.clone(),
+        queue: Some("sync-dlq".into()),
+    };
+    let rows = dlq_cmd::list(&target).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].kind.as_str(), rows[0].origin.as_deref()),
+        ("sync_page", Some("sync"))
+    );
+    assert_eq!(rows[0].correlation_id.as_deref(), Some("job-1"));
+    let all = Selection {
+        all: true,
+        ..Selection::default()
+    };
+    let done = dlq_cmd::replay(&target, &all, false).await.unwrap();
+    assert_eq!(done.replayed, [(rows[0].id.clone(), "sync".to_string())]);
+    assert_eq!(done.failed.len(), 1);
+    assert!(
+        done.failed[0]
+            .1
+            .contains("does not belong on the sync queue"),
+        "{done:?}"
+    );
+
+    assert_ne!(ledger.status("job-1").unwrap().unwrap().state(), "failed");
+    let left = state.sync_dlq.stored().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, rows[1].id);
+    let queued = state.sync.stored().unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].body, page);
+    assert_eq!(queued[0].group_id, Some(pipeline::sync::digest("job-1")));
+    assert!(!queued[0].attributes.contains_key(ERROR_ATTRIBUTE));
+    let _ = std::fs::remove_dir_all(dir);
+}
