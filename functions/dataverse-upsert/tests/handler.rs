@@ -392,3 +392,42 @@ async fn a_throttled_message_comes_back_after_retry_after_not_the_visibility_tim
     );
     assert!(emu.stats().throttled > 0);
 }
+
+/// Dataverse down through every retry: a message before its last receive fails (SQS brings it
+/// back); on its last receive (MAX_RECEIVE_COUNT) its change goes to the DLQ with the error and
+/// the message is done, instead of being redriven by SQS without a reason.
+#[tokio::test]
+async fn a_change_failing_on_its_last_receive_is_dead_lettered_with_the_error() {
+    let mut s = setup(None).await;
+    s.app.policy.max_receives = Some(3);
+    s.emu.set_faults(dataverse_emulator::Faults {
+        error_5xx_rate: 1.0,
+        ..dataverse_emulator::Faults::default()
+    });
+    let on_receive = |n: &str| {
+        let mut e = event(&[vec![account("A1", "one", 1)], vec![account("A2", "two", 1)]]);
+        e.records[1]
+            .attributes
+            .insert("ApproximateReceiveCount".into(), n.into());
+        e
+    };
+    let r = handle(&s.app, on_receive("2"), 0).await;
+    assert_eq!(failures(&r), ["m0", "m1"]);
+    assert!(s.dlq.is_empty());
+
+    let r = handle(&s.app, on_receive("3"), 0).await;
+    assert_eq!(
+        failures(&r),
+        ["m0"],
+        "only the first receive of m0 comes back"
+    );
+    let dlq = s.dlq.peek_all();
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].0.contains("\"A2\""));
+    let reason = &dlq[0].1["crm_sync_error"];
+    assert!(
+        reason.contains("Dataverse is unavailable")
+            && reason.ends_with("(still failing after 3 receives)"),
+        "{reason}"
+    );
+}

@@ -9,6 +9,8 @@
 //!   reason, and the message is done (retrying cannot help);
 //! - anything retryable (throttling, 5xx, a queue that would not take the re-sent work): the
 //!   message fails and comes back; rewriting what did apply is harmless, upserts are idempotent.
+//!   On the message's last receive before its queue would redrive it (`max_receives`), a change
+//!   whose write still fails goes to the DLQ with that error instead, so the DLQ says why.
 //!
 //! Except for a sync page's message: it is not ordered with the webhook changes of its records
 //! (those are grouped per record), so by the time it comes back newer changes may have been
