@@ -54,6 +54,10 @@ impl Where {
 pub enum DlqCommand {
     /// List what failed and why: message id, the queue it came from, receives, age, kind,
     /// correlation id, source, entity, record ids, and the reason kept with it.
+    ///
+    /// With --sqs-queue-url, listing receives each message (SQS has no other way to read one),
+    /// invisible for 30 s at most, and makes it visible again right away
+    /// (ChangeMessageVisibility 0); each listing adds one to the messages' receive counts.
     List {
         #[command(flatten)]
         at: Where,
