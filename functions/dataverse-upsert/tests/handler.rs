@@ -431,3 +431,32 @@ async fn a_change_failing_on_its_last_receive_is_dead_lettered_with_the_error() 
         "{reason}"
     );
 }
+
+/// A contact waiting for its account whose parking fails (the retry queue will not take it,
+/// after its 5 s wait for room) on its message's last receive: it goes to the DLQ with why.
+#[tokio::test]
+async fn a_contact_that_cannot_be_parked_on_its_last_receive_is_dead_lettered() {
+    let mut s = setup(None).await;
+    s.app.policy.max_receives = Some(2);
+    let full = MemoryQueueConfig {
+        capacity: 0,
+        ..MemoryQueueConfig::default()
+    };
+    s.app.retry = Box::new(MemoryQueue::new("retry", full, None));
+    let mut e = event(&[vec![contact("C1", "A1")]]);
+    e.records[0]
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "2".into());
+    let r = handle(&s.app, e, 0).await;
+    assert!(failures(&r).is_empty());
+    let dlq = s.dlq.peek_all();
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].0.contains("\"C1\""));
+    let reason = &dlq[0].1["crm_sync_error"];
+    assert!(
+        reason.starts_with("could not park the change: ")
+            && reason.contains("full")
+            && reason.ends_with("(still failing after 2 receives)"),
+        "{reason}"
+    );
+}

@@ -25,7 +25,7 @@ use mapping::{Change, Entity, RecordKey, row};
 use tracing::{info, warn};
 
 use crate::message::{self, ChangeBatch, FetchJob, MAX_BODY_BYTES, Message};
-use crate::queue::{ERROR_ATTRIBUTE, MAX_DELAY, OutMessage, Queue};
+use crate::queue::{ERROR_ATTRIBUTE, MAX_DELAY, OutMessage, Queue, last_receive, still_failing};
 use crate::sources::Sources;
 
 /// One received message of the batch.
@@ -212,15 +212,9 @@ pub async fn apply_changes(
                 Ok(Applied::AlreadyAbsent) => report.absent += 1,
                 Err(e) => match e.kind() {
                     FailureKind::Retryable
-                        if crate::queue::last_receive(
-                            messages[p.msg].receive_count,
-                            policy.max_receives,
-                        ) =>
+                        if last_receive(messages[p.msg].receive_count, policy.max_receives) =>
                     {
-                        let reason = crate::queue::still_failing(
-                            &e.to_string(),
-                            messages[p.msg].receive_count,
-                        );
+                        let reason = still_failing(&e.to_string(), messages[p.msg].receive_count);
                         warn!(key = %p.change.key(), correlation_id = %p.correlation_id, %reason, "change dead-lettered on its last receive");
                         dead.push(change_letter(p, reason));
                         dead_owner.push(p.msg);
@@ -281,9 +275,17 @@ pub async fn apply_changes(
             Ok(()) => report.parked += changes.len() as u64,
             Err(reason) => {
                 warn!(correlation_id = %corr, %reason, "could not park changes; their messages will be retried");
-                report.retrying += changes.len() as u64;
-                for o in owners {
-                    failed[*o] = true;
+                for (change, o) in changes.iter().zip(owners) {
+                    let receives = messages[*o].receive_count;
+                    if last_receive(receives, policy.max_receives) {
+                        let why = format!("could not park the change: {reason}");
+                        let letter = (corr.as_str(), attempt - 1, from_page);
+                        dead.push(letter_of(letter, change, still_failing(&why, receives)));
+                        dead_owner.push(*o);
+                    } else {
+                        report.retrying += 1;
+                        failed[*o] = true;
+                    }
                 }
             }
         }
@@ -296,7 +298,15 @@ pub async fn apply_changes(
                 Ok(()) => report.refetched += changes.len() as u64,
                 Err(reason) => {
                     warn!(correlation_id = %corr, %reason, "could not queue the re-read of a redelivered page; it will be retried");
-                    failed[i] = true;
+                    let receives = messages[i].receive_count;
+                    if last_receive(receives, policy.max_receives) {
+                        let why = format!("could not queue the re-read of the page: {reason}");
+                        let body = messages[i].body.clone();
+                        dead.push(dead_letter(body, still_failing(&why, receives)));
+                        dead_owner.push(i);
+                    } else {
+                        failed[i] = true;
+                    }
                 }
             }
         }
@@ -382,17 +392,30 @@ fn dead_letter(body: String, reason: String) -> OutMessage {
 /// FIFO DLQ, SQS hands out a group's later messages only after its earlier ones are deleted, so
 /// one group for every dead letter would let `crm-sync dlq` see only ten at a time.
 fn change_letter(p: &Pending, reason: String) -> OutMessage {
+    letter_of(
+        (&p.correlation_id, p.attempt, p.from_page),
+        &p.change,
+        reason,
+    )
+}
+
+/// [`change_letter`] of a change with its message's (correlation id, attempt, from_page).
+fn letter_of(
+    (correlation_id, attempt, from_page): (&str, u32, bool),
+    change: &Change,
+    reason: String,
+) -> OutMessage {
     let mut m = dead_letter(
         message::encode(
-            &p.correlation_id,
+            correlation_id,
             Message::Changes(ChangeBatch {
-                attempt: p.attempt,
-                from_page: p.from_page,
-                changes: vec![p.change.clone()],
+                attempt,
+                from_page,
+                changes: vec![change.clone()],
             }),
         ),
         reason,
     );
-    m.group_id = Some(crate::sync::digest(&p.change.key().to_string()));
+    m.group_id = Some(crate::sync::digest(&change.key().to_string()));
     m
 }
