@@ -274,6 +274,20 @@ pub struct DurableQueue {
     store: Arc<Store>,
 }
 
+/// A message as the state file holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// `QUEUE-N`, as a receive names it.
+    pub id: String,
+    pub body: String,
+    pub group_id: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+    /// Receives so far; a message redriven to a DLQ keeps its count.
+    pub receive_count: u32,
+    /// When it was first sent (unix ms); a redriven message keeps it, as on a standard queue.
+    pub sent_at_ms: i64,
+}
+
 fn unavailable(e: rusqlite::Error) -> QueueError {
     QueueError::Unavailable(format!("state file: {e}"))
 }
@@ -292,6 +306,11 @@ fn correlation_of(body: &str) -> Option<String> {
 impl DurableQueue {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Receives after which a message is moved to the DLQ.
+    pub fn max_receives(&self) -> u32 {
+        self.cfg.max_receives
     }
 
     /// Messages in the queue, visible or not.
@@ -338,6 +357,47 @@ impl DurableQueue {
         })
         .map(|rows| rows.filter_map(Result::ok).collect())
         .unwrap_or_default()
+    }
+
+    /// Every message as stored, oldest first, without receiving it (`crm-sync dlq`).
+    pub fn stored(&self) -> anyhow::Result<Vec<StoredMessage>> {
+        let conn = self.store.conn();
+        let mut st = conn.prepare(
+            "SELECT id, body, group_id, attributes, receive_count, sent_at
+             FROM messages WHERE queue = ?1 ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([&self.name], |r| {
+                let attrs: String = r.get(3)?;
+                Ok(StoredMessage {
+                    id: format!("{}-{}", self.name, r.get::<_, i64>(0)?),
+                    body: r.get(1)?,
+                    group_id: r.get(2)?,
+                    attributes: serde_json::from_str(&attrs).unwrap_or_default(),
+                    receive_count: r.get(4)?,
+                    sent_at_ms: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Deletes a stored message by its id (as [`DurableQueue::stored`] gives it) without
+    /// receiving it; returns whether it was there.
+    pub fn remove(&self, id: &str) -> anyhow::Result<bool> {
+        let Some(n) = id
+            .strip_prefix(&self.name)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|n| n.parse::<i64>().ok())
+        else {
+            return Ok(false);
+        };
+        let removed = self.store.conn().execute(
+            "DELETE FROM messages WHERE id = ?1 AND queue = ?2",
+            params![n, self.name],
+        )?;
+        self.store.changed.notify_waiters();
+        Ok(removed > 0)
     }
 
     /// Inserts what fits; returns how many of `pending` were consumed.
@@ -430,7 +490,7 @@ impl DurableQueue {
                     && count >= self.cfg.max_receives
                 {
                     tx.execute(
-                        "UPDATE messages SET queue = ?2, receive_count = 0, visible_at = ?3,
+                        "UPDATE messages SET queue = ?2, visible_at = ?3,
                              receipt = NULL, leased = 0 WHERE id = ?1",
                         params![id, dlq, now],
                     )?;
@@ -616,9 +676,17 @@ mod tests {
                 .is_empty()
         );
         assert_eq!((q.len(), dlq.len()), (0, 1));
+        // It keeps its receive count, as SQS's redrive does, so `crm-sync dlq` can say how many
+        // receives it failed.
+        let stored = dlq.stored().unwrap();
+        assert_eq!((stored[0].body.as_str(), stored[0].receive_count), ("a", 2));
         let dead = dlq.receive(10, Duration::ZERO).await.unwrap();
-        assert_eq!((dead[0].body.as_str(), dead[0].receive_count), ("a", 1));
+        assert_eq!((dead[0].body.as_str(), dead[0].receive_count), ("a", 3));
         assert_eq!(dead[0].attributes["why"], "kept");
+        // Removed by its id, without a receipt; a second time finds nothing.
+        assert!(dlq.remove(&stored[0].id).unwrap());
+        assert!(!dlq.remove(&stored[0].id).unwrap());
+        assert!(dlq.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -54,6 +54,7 @@ pub fn local_pipeline(
         policy: UpsertPolicy {
             parent_retries: 5,
             parent_delay: Duration::from_millis(50),
+            max_receives: None,
         },
         batch_size: 10,
         recent: Default::default(),

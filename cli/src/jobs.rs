@@ -87,6 +87,12 @@ impl LocalState {
     }
 
     pub fn with_store(store: Arc<Store>) -> LocalState {
+        LocalState::with_max_receives(store, None)
+    }
+
+    /// The state file's queues, redriving to their DLQs after `max_receives` receives instead
+    /// of the defaults (sync 5, upsert 10). Only the consumer (`serve`) needs it.
+    pub fn with_max_receives(store: Arc<Store>, max_receives: Option<u32>) -> LocalState {
         let dlq = DurableQueueConfig {
             max_receives: u32::MAX,
             ..DurableQueueConfig::default()
@@ -99,7 +105,7 @@ impl LocalState {
             SYNC,
             DurableQueueConfig {
                 visibility_timeout: Duration::from_secs(600),
-                max_receives: 5,
+                max_receives: max_receives.unwrap_or(5),
                 capacity: None,
             },
             Some(sync_dlq.clone()),
@@ -108,7 +114,7 @@ impl LocalState {
             UPSERT,
             DurableQueueConfig {
                 visibility_timeout: Duration::from_secs(300),
-                max_receives: 10,
+                max_receives: max_receives.unwrap_or(10),
                 capacity: None,
             },
             Some(upsert_dlq.clone()),
@@ -217,6 +223,16 @@ impl Ledger {
         self.store.conn().execute(
             "UPDATE jobs SET failed = ?2, updated_at = ?3 WHERE job_id = ?1",
             params![job_id, reason, now],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed job's page job sent again (`crm-sync dlq replay`): it goes on.
+    pub fn resumed(&self, job_id: &str) -> anyhow::Result<()> {
+        let now = self.store.now_ms();
+        self.store.conn().execute(
+            "UPDATE jobs SET failed = NULL, updated_at = ?2 WHERE job_id = ?1",
+            params![job_id, now],
         )?;
         Ok(())
     }

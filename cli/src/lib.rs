@@ -3,10 +3,12 @@
 //! main command; `progress` draws its progress bar; `serve` runs the steps over the state file's
 //! queues (`durable_queue`, `jobs`) or a deployed stack's (`stack`); `check` proves a deployment
 //! will work (verdicts in `preflight`); `reconcile` compares a CRM with Dataverse and queues the
-//! fixes.
+//! fixes; `dlq` and `dlq_cmd` inspect and replay the dead-letter queues.
 
 pub mod check;
 pub mod demo;
+pub mod dlq;
+pub mod dlq_cmd;
 pub mod durable_queue;
 pub mod emulated;
 pub mod jobs;

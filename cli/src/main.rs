@@ -1,6 +1,7 @@
 //! `crm-sync`: the command line. Each subcommand lives in its own module; this file only parses
 //! arguments and maps outcomes to exit codes (0 ok, 1 some records failed, 2 unusable input).
 
+mod dlq_args;
 mod map_cmd;
 mod reconcile_cmd;
 
@@ -110,6 +111,10 @@ enum Command {
         /// (doubling each time).
         #[arg(long, default_value_t = 30)]
         parent_retry_delay: u64,
+        /// Receives of a failing message before it is dead-lettered with its last error
+        /// (default: 5 on the sync queue, 10 on the upsert queue).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_receives: Option<u32>,
         /// Log filter (RUST_LOG syntax), on stderr.
         #[arg(long, default_value = "info")]
         log: String,
@@ -131,6 +136,12 @@ enum Command {
     Sync {
         #[command(subcommand)]
         command: SyncCommand,
+    },
+    /// Inspect the dead-letter queues (the state file's, or a deployed stack's) and replay
+    /// what failed once its cause is fixed.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq_args::DlqCommand,
     },
 }
 
@@ -506,6 +517,7 @@ fn main() -> ExitCode {
             upsert_workers,
             batch_size,
             parent_retry_delay,
+            max_receives,
             log,
             log_json,
             stack_outputs,
@@ -529,11 +541,13 @@ fn main() -> ExitCode {
                 upsert_workers,
                 batch_size,
                 parent_retry_delay: Duration::from_secs(parent_retry_delay),
+                max_receives,
                 ..ServeOptions::new(config, state)
             };
             serve(opts, &log, log_json)
         }
         Command::Sync { command } => sync(command),
         Command::Reconcile(args) => reconcile_cmd::run(args),
+        Command::Dlq { command } => dlq_args::run(command),
     }
 }

@@ -61,6 +61,9 @@ pub struct ServeOptions {
     /// Work a deployed stack's SQS queues (and record in its run ledger) instead of the state
     /// file's, as its Lambda functions would.
     pub stack: Option<StackTarget>,
+    /// Receives before a work queue's message is dead-lettered (default: sync 5, upsert 10 in
+    /// the state file; a stack's MaxReceiveCount, 10 unless given).
+    pub max_receives: Option<u32>,
 }
 
 /// A deployed stack to serve: its outputs, and another endpoint for SQS and DynamoDB (a local
@@ -82,6 +85,7 @@ impl ServeOptions {
             batch_size: 10,
             parent_retry_delay: UpsertPolicy::default().parent_delay,
             stack: None,
+            max_receives: None,
         }
     }
 }
@@ -166,7 +170,11 @@ impl Runner {
     async fn sync_message(&self, m: &Received) {
         let ports = self.sync_ports();
         let ledger = self.ledger.as_deref();
-        match handle_sync_message_recorded(&m.body, &ports, &self.settings, ledger).await {
+        // On its last receive a retryable failure comes back permanent: the DLQ keeps why.
+        let handled =
+            handle_sync_message_recorded(&m.body, m.receive_count, &ports, &self.settings, ledger)
+                .await;
+        match handled {
             Ok(()) => {
                 let _ = self.sync.delete(&m.receipt).await;
             }
@@ -249,12 +257,21 @@ struct Wiring {
     webhook_dlq: Arc<dyn Queue>,
     ledger: Option<Arc<dyn JobLedger>>,
     backlog: Option<Arc<DurableQueue>>,
+    /// Receives of a sync and of an upsert message before its queue redrives it.
+    sync_max_receives: u32,
+    upsert_max_receives: u32,
 }
+
+/// The template's MaxReceiveCount default: what a stack redrives after unless told otherwise.
+const STACK_MAX_RECEIVES: u32 = 10;
 
 impl Wiring {
     fn local(opts: &ServeOptions) -> anyhow::Result<Wiring> {
         let lock = lock_state(&opts.state)?;
-        let state = Arc::new(LocalState::open(&opts.state)?);
+        let state = Arc::new(LocalState::with_max_receives(
+            crate::durable_queue::Store::open(&opts.state)?,
+            opts.max_receives,
+        ));
         let reclaimed = state.store.reclaim_in_flight()?;
         if reclaimed > 0 {
             info!(
@@ -272,6 +289,8 @@ impl Wiring {
             webhook_dlq: state.upsert_dlq.clone(),
             ledger: Some(Arc::new(state.ledger())),
             backlog: Some(state.upsert.clone()),
+            sync_max_receives: state.sync.max_receives(),
+            upsert_max_receives: state.upsert.max_receives(),
             state: Some(state),
             lock: Some(lock),
         })
@@ -280,7 +299,8 @@ impl Wiring {
     /// A stack's queues, worked as its event source mappings would: received, deleted when
     /// handled, released for a retry, dead-lettered with the reason. SQS keeps what is in
     /// flight: a crash here loses nothing (it comes back after the visibility timeout).
-    async fn stack(target: &StackTarget) -> Wiring {
+    async fn stack(target: &StackTarget, max_receives: Option<u32>) -> Wiring {
+        let max_receives = max_receives.unwrap_or(STACK_MAX_RECEIVES);
         let o = &target.outputs;
         let client = sqs::SqsQueue::client(target.endpoint.as_deref()).await;
         let queue = |url: &str| -> Arc<dyn Queue> { Arc::new(sqs::SqsQueue::new(client.clone(), url)) };
@@ -304,6 +324,8 @@ impl Wiring {
             webhook_dlq: queue(&o.webhook_dlq),
             ledger,
             backlog: None,
+            sync_max_receives: max_receives,
+            upsert_max_receives: max_receives,
         }
     }
 }
@@ -349,7 +371,7 @@ impl Serve {
             bail!("--page-size, --batch-size and --upsert-workers must be at least 1");
         }
         let w = match &opts.stack {
-            Some(target) => Wiring::stack(target).await,
+            Some(target) => Wiring::stack(target, opts.max_receives).await,
             None => Wiring::local(opts)?,
         };
         let runner = Arc::new(Runner {
@@ -364,10 +386,12 @@ impl Serve {
             webhook_dlq: w.webhook_dlq,
             settings: SyncSettings {
                 page_size: opts.page_size,
+                max_receives: Some(w.sync_max_receives),
                 ..SyncSettings::default()
             },
             policy: UpsertPolicy {
                 parent_delay: opts.parent_retry_delay,
+                max_receives: Some(w.upsert_max_receives),
                 ..UpsertPolicy::default()
             },
             batch_size: opts.batch_size,

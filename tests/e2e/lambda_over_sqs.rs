@@ -338,7 +338,7 @@ async fn dataverse_outage_heals_and_every_change_lands_without_dead_letters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_past_max_receive_count_are_redriven_to_the_dlq() {
+async fn failures_past_max_receive_count_reach_the_dlq_with_the_last_error() {
     let stack = Stack::start(Options {
         accounts: 6,
         contacts_per_account: 1,
@@ -360,8 +360,8 @@ async fn failures_past_max_receive_count_are_redriven_to_the_dlq() {
     stack.start_sync().await;
     let m = stack.start_mappings();
     // A page's message fails once, comes back and is re-read from the CRM (fetch jobs); the
-    // re-read records' messages fail twice each, and SQS then moves them to the DLQ instead of
-    // a third delivery.
+    // re-read records' messages fail twice each, and on the second (the last before SQS would
+    // redrive them) the function dead-letters their changes itself, with the error.
     assert!(
         stack.wait_idle(&m, Duration::from_secs(60)).await,
         "the queues did not drain"
@@ -382,10 +382,15 @@ async fn failures_past_max_receive_count_are_redriven_to_the_dlq() {
             !batch.from_page,
             "a redelivered page is re-read, not dead-lettered"
         );
-        // SQS moved it: no reason attached, unlike the function's own dead letters.
+        let reason = d
+            .message_attributes()
+            .and_then(|a| a.get(ERROR_ATTRIBUTE))
+            .and_then(|v| v.string_value())
+            .unwrap_or_default();
         assert!(
-            d.message_attributes()
-                .is_none_or(|a| !a.contains_key(ERROR_ATTRIBUTE))
+            reason.contains("Dataverse is unavailable")
+                && reason.ends_with("(still failing after 2 receives)"),
+            "{reason:?}"
         );
     }
     assert_eq!(changes, crm_records(&stack));

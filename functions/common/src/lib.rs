@@ -100,7 +100,26 @@ pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchRespo
     r
 }
 
-/// Runs `f` on every message of an SQS event concurrently and reports the ones that failed, as
+/// `MAX_RECEIVE_COUNT`: the work queues' redrive threshold (the template's MaxReceiveCount), so
+/// a step can dead-letter a message failing on its last receive with the reason.
+pub fn max_receives_env() -> anyhow::Result<Option<u32>> {
+    env_opt("MAX_RECEIVE_COUNT")
+        .map(|v| {
+            v.parse()
+                .map_err(|_| anyhow!("MAX_RECEIVE_COUNT must be a whole number, not `{v}`"))
+        })
+        .transpose()
+}
+
+/// How many times SQS has delivered a message, this time included (`ApproximateReceiveCount`).
+pub fn receive_count(m: &aws_lambda_events::event::sqs::SqsMessage) -> u32 {
+    m.attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Runs `f` on every message of an SQS event (its body and receive count) concurrently and reports the ones that failed, as
 /// the awslabs partial-batch-failure example does: a message whose `f` returns `Err` comes back
 /// (and reaches the DLQ after the queue's maxReceiveCount).
 pub async fn for_each_message<F, Fut>(
@@ -108,13 +127,13 @@ pub async fn for_each_message<F, Fut>(
     f: F,
 ) -> SqsBatchResponse
 where
-    F: Fn(String) -> Fut,
+    F: Fn(String, u32) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let work = event.records.into_iter().map(|m| {
+        let receives = receive_count(&m);
         let id = m.message_id.unwrap_or_default();
-        let body = m.body;
-        let fut = body.map(&f);
+        let fut = m.body.map(|b| f(b, receives));
         async move {
             match fut {
                 Some(fut) => match fut.await {
@@ -176,7 +195,7 @@ mod tests {
             m.body = body.map(String::from);
             e.records.push(m);
         }
-        let r = for_each_message(e, |b| async move {
+        let r = for_each_message(e, |b, _| async move {
             if b == "ok" {
                 Ok(())
             } else {

@@ -6,8 +6,10 @@
 //! `aws-secret:` reference), optionally `DATAVERSE_TOKEN_URL`; `RETRY_QUEUE_URL`, `DLQ_URL`,
 //! optionally `SYNC_QUEUE_URL` (redelivered sync pages are re-read through it), `JOBS_TABLE` (the
 //! run ledger, `DYNAMODB_ENDPOINT` to point it elsewhere),
-//! `UPSERT_QUEUE_URL` (throttled messages come back after Dataverse's Retry-After) and
-//! `SQS_ENDPOINT`. Built during the first invocation, not at init, because the secrets
+//! `UPSERT_QUEUE_URL` (throttled messages come back after Dataverse's Retry-After),
+//! `MAX_RECEIVE_COUNT` (the queues' maxReceiveCount: a change failing on its message's last
+//! receive is dead-lettered with the reason) and `SQS_ENDPOINT`. Built during the first
+//! invocation, not at init, because the secrets
 //! extension answers only then; a failure there fails that invocation (its messages come back).
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -47,7 +49,10 @@ async fn build() -> anyhow::Result<App> {
         refetch: env_opt("SYNC_QUEUE_URL")
             .map(|url| Box::new(SqsQueue::new(sqs.clone(), url)) as Box<dyn pipeline::Queue>),
         dlq: Box::new(SqsQueue::new(sqs, env("DLQ_URL")?)),
-        policy: UpsertPolicy::default(),
+        policy: UpsertPolicy {
+            max_receives: lambda_common::max_receives_env()?,
+            ..UpsertPolicy::default()
+        },
         metrics: Default::default(),
         ledger: ledger_dynamodb::DynamoLedger::from_env()
             .await

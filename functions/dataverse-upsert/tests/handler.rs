@@ -115,6 +115,7 @@ async fn setup(limits: Option<Limits>) -> Setup {
         policy: UpsertPolicy {
             parent_retries: 3,
             parent_delay: Duration::from_millis(1),
+            max_receives: None,
         },
     };
     Setup {
@@ -394,4 +395,72 @@ async fn a_throttled_message_comes_back_after_retry_after_not_the_visibility_tim
         failed
     );
     assert!(emu.stats().throttled > 0);
+}
+
+/// Dataverse down through every retry: a message before its last receive fails (SQS brings it
+/// back); on its last receive (MAX_RECEIVE_COUNT) its change goes to the DLQ with the error and
+/// the message is done, instead of being redriven by SQS without a reason.
+#[tokio::test]
+async fn a_change_failing_on_its_last_receive_is_dead_lettered_with_the_error() {
+    let mut s = setup(None).await;
+    s.app.policy.max_receives = Some(3);
+    s.emu.set_faults(dataverse_emulator::Faults {
+        error_5xx_rate: 1.0,
+        ..dataverse_emulator::Faults::default()
+    });
+    let on_receive = |n: &str| {
+        let mut e = event(&[vec![account("A1", "one", 1)], vec![account("A2", "two", 1)]]);
+        e.records[1]
+            .attributes
+            .insert("ApproximateReceiveCount".into(), n.into());
+        e
+    };
+    let r = handle(&s.app, on_receive("2"), 0).await;
+    assert_eq!(failures(&r), ["m0", "m1"]);
+    assert!(s.dlq.is_empty());
+
+    let r = handle(&s.app, on_receive("3"), 0).await;
+    assert_eq!(
+        failures(&r),
+        ["m0"],
+        "only the first receive of m0 comes back"
+    );
+    let dlq = s.dlq.peek_all();
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].0.contains("\"A2\""));
+    let reason = &dlq[0].1["crm_sync_error"];
+    assert!(
+        reason.contains("Dataverse is unavailable")
+            && reason.ends_with("(still failing after 3 receives)"),
+        "{reason}"
+    );
+}
+
+/// A contact waiting for its account whose parking fails (the retry queue will not take it,
+/// after its 5 s wait for room) on its message's last receive: it goes to the DLQ with why.
+#[tokio::test]
+async fn a_contact_that_cannot_be_parked_on_its_last_receive_is_dead_lettered() {
+    let mut s = setup(None).await;
+    s.app.policy.max_receives = Some(2);
+    let full = MemoryQueueConfig {
+        capacity: 0,
+        ..MemoryQueueConfig::default()
+    };
+    s.app.retry = Box::new(MemoryQueue::new("retry", full, None));
+    let mut e = event(&[vec![contact("C1", "A1")]]);
+    e.records[0]
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "2".into());
+    let r = handle(&s.app, e, 0).await;
+    assert!(failures(&r).is_empty());
+    let dlq = s.dlq.peek_all();
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].0.contains("\"C1\""));
+    let reason = &dlq[0].1["crm_sync_error"];
+    assert!(
+        reason.starts_with("could not park the change: ")
+            && reason.contains("full")
+            && reason.ends_with("(still failing after 2 receives)"),
+        "{reason}"
+    );
 }

@@ -89,21 +89,27 @@ pub async fn handle_sqs(
     event: SqsEvent,
 ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
     let ports = app.ports();
-    lambda_common::for_each_message(event, |body| {
+    lambda_common::for_each_message(event, |body, receives| {
         let ports = &ports;
         async move {
-            match handle_sync_message_recorded(&body, ports, &app.settings, app.ledger.as_deref())
-                .await
+            // On the last receive a retryable failure comes back permanent: the DLQ keeps why.
+            let reason = match handle_sync_message_recorded(
+                &body,
+                receives,
+                ports,
+                &app.settings,
+                app.ledger.as_deref(),
+            )
+            .await
             {
-                Ok(()) => Ok(()),
-                Err(StepError::Retryable(e)) => Err(e),
-                Err(StepError::Permanent(reason)) => {
-                    tracing::warn!(%reason, "sync job dead-lettered");
-                    let mut m = OutMessage::new(body);
-                    m.attributes.insert(ERROR_ATTRIBUTE.into(), reason);
-                    app.dlq.send(vec![m]).await.map_err(|e| e.to_string())
-                }
-            }
+                Ok(()) => return Ok(()),
+                Err(StepError::Retryable(e)) => return Err(e),
+                Err(StepError::Permanent(reason)) => reason,
+            };
+            tracing::warn!(%reason, "sync job dead-lettered");
+            let mut m = OutMessage::new(body);
+            m.attributes.insert(ERROR_ATTRIBUTE.into(), reason);
+            app.dlq.send(vec![m]).await.map_err(|e| e.to_string())
         }
     })
     .await

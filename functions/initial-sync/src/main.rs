@@ -3,9 +3,11 @@
 //!
 //! Environment: `CRM_SYNC_CONFIG` or `CRM_SYNC_CONFIG_FILE` (CRM credentials in each source's
 //! `[sources.connection]`, secrets as `aws-secret:` references); `SYNC_QUEUE_URL`,
-//! `UPSERT_QUEUE_URL`, `SYNC_DLQ_URL`, optionally `SQS_ENDPOINT`, `PAGE_SIZE` and `JOBS_TABLE`
-//! (the run ledger; `DYNAMODB_ENDPOINT` to point it elsewhere). Built during
-//! the first invocation, not at init, because the secrets extension answers only then.
+//! `UPSERT_QUEUE_URL`, `SYNC_DLQ_URL`, optionally `SQS_ENDPOINT`, `PAGE_SIZE`, `JOBS_TABLE`
+//! (the run ledger; `DYNAMODB_ENDPOINT` to point it elsewhere) and `MAX_RECEIVE_COUNT` (the sync
+//! queue's maxReceiveCount: a page failing on its last receive is dead-lettered with the reason).
+//! Built during the first invocation, not at init, because the secrets extension answers only
+//! then.
 
 use initial_sync::{App, handle};
 use lambda_common::{env, env_opt};
@@ -31,6 +33,7 @@ async fn build() -> anyhow::Result<App> {
             .parse()
             .map_err(|_| anyhow::anyhow!("PAGE_SIZE must be a number"))?;
     }
+    settings.max_receives = lambda_common::max_receives_env()?;
     Ok(App {
         sources,
         crms,

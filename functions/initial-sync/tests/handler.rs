@@ -179,3 +179,47 @@ async fn a_poison_job_lands_in_the_dlq_with_its_reason() {
     assert_eq!(dlq.len(), 1);
     assert!(dlq[0].1["crm_sync_error"].contains("does not match its kind"));
 }
+
+/// A page job failing retryably (here the upsert queue will not take its changes) comes back
+/// until its last receive before SQS's redrive (MAX_RECEIVE_COUNT); that one is dead-lettered by
+/// the function with the error, instead of being redriven by SQS without one. (Each refused
+/// send waits the queue's 5 s for room first.)
+#[tokio::test]
+async fn a_page_failing_on_its_last_receive_is_dead_lettered_with_the_error() {
+    let mut s = setup(3, 0);
+    let full = MemoryQueueConfig {
+        capacity: 0,
+        ..MemoryQueueConfig::default()
+    };
+    s.app.upsert = Box::new(MemoryQueue::new("upsert", full, None));
+    s.app.settings.max_receives = Some(3);
+    handle(&s.app, json!({"source": "sf"})).await.unwrap();
+    let got = s.sync.receive(10, Duration::ZERO).await.unwrap();
+    let event = |receives: &str| {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(got[0].message_id.clone());
+        m.body = Some(got[0].body.clone());
+        m.attributes
+            .insert("ApproximateReceiveCount".into(), receives.into());
+        let mut e = SqsEvent::default();
+        e.records.push(m);
+        serde_json::to_value(&e).unwrap()
+    };
+    let resp = handle(&s.app, event("2")).await.unwrap();
+    assert_eq!(
+        resp["batchItemFailures"][0]["itemIdentifier"],
+        json!(got[0].message_id)
+    );
+    assert!(s.dlq.is_empty());
+
+    let resp = handle(&s.app, event("3")).await.unwrap();
+    assert_eq!(resp["batchItemFailures"], json!([]), "{resp}");
+    let dead = s.dlq.peek_all();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, got[0].body);
+    let reason = &dead[0].1[pipeline::queue::ERROR_ATTRIBUTE];
+    assert!(
+        reason.contains("upsert is full") && reason.ends_with("(still failing after 3 receives)"),
+        "{reason}"
+    );
+}

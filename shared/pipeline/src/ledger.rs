@@ -18,6 +18,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::message::{self, Message, Phase, SyncCounts, SyncPageJob};
+use crate::queue::{last_receive, still_failing};
 use crate::sync::{
     PageDone, StepError, SyncPorts, SyncSettings, handle_sync_message, run_sync_page,
 };
@@ -63,24 +64,35 @@ pub fn phase_name(p: &Phase) -> &'static str {
     }
 }
 
-/// [`handle_sync_message`], recording page jobs in `ledger`: the page's counts when it ran,
-/// a retry or the job's failure when it did not. A ledger that cannot be written is logged,
-/// never a reason to redo the page.
+/// [`handle_sync_message`] for a message received `receives` times, recording page jobs in
+/// `ledger`: the page's counts when it ran, a retry or the job's failure when it did not. On
+/// the last receive before the queue's redrive (`settings.max_receives`) a retryable failure
+/// becomes permanent, so the caller dead-letters the message with its reason. A ledger that
+/// cannot be written is logged, never a reason to redo the page.
 pub async fn handle_sync_message_recorded(
     body: &str,
+    receives: u32,
     ports: &SyncPorts<'_>,
     settings: &SyncSettings,
     ledger: Option<&dyn JobLedger>,
 ) -> Result<(), StepError> {
-    let Some(ledger) = ledger else {
-        return handle_sync_message(body, ports, settings).await;
+    let page = match ledger {
+        None => None,
+        Some(ledger) => match message::decode(body) {
+            Ok(env) => match env.body {
+                Message::SyncPage(job) => Some((ledger, env.correlation_id, job)),
+                _ => None,
+            },
+            Err(e) => return Err(StepError::Permanent(e.to_string())),
+        },
     };
-    let env = message::decode(body).map_err(|e| StepError::Permanent(e.to_string()))?;
-    let Message::SyncPage(job) = env.body else {
-        return handle_sync_message(body, ports, settings).await;
+    let Some((ledger, correlation_id, job)) = page else {
+        let r = handle_sync_message(body, ports, settings).await;
+        return give_up(r, receives, settings.max_receives);
     };
     let job_id = job.job_id.clone();
-    let r = run_sync_page(job.clone(), &env.correlation_id, ports, settings).await;
+    let r = run_sync_page(job.clone(), &correlation_id, ports, settings).await;
+    let r = give_up(r, receives, settings.max_receives);
     let recorded = match &r {
         Ok(done) => ledger.page_done(&job, done).await,
         Err(StepError::Retryable(reason)) => ledger.page_retry(&job_id, reason).await,
@@ -90,6 +102,16 @@ pub async fn handle_sync_message_recorded(
         tracing::warn!(job_id, error = %e, "could not record the page in the job ledger");
     }
     r.map(|_| ())
+}
+
+/// A retryable failure on the last receive before the queue's redrive becomes permanent.
+fn give_up<T>(r: Result<T, StepError>, receives: u32, max: Option<u32>) -> Result<T, StepError> {
+    match r {
+        Err(StepError::Retryable(e)) if last_receive(receives, max) => {
+            Err(StepError::Permanent(still_failing(&e, receives)))
+        }
+        r => r,
+    }
 }
 
 /// Adds each job's writes of a batch to the ledger; failures are logged (the counts are a

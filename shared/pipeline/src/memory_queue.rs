@@ -77,6 +77,11 @@ impl MemoryQueue {
         }
     }
 
+    /// Receives after which the queue redrives a message to its DLQ, if it has one.
+    pub fn max_receives(&self) -> Option<u32> {
+        self.dlq.as_ref().map(|_| self.cfg.max_receives)
+    }
+
     /// Messages in the queue, visible or not.
     pub fn len(&self) -> usize {
         self.state.lock().expect("lock").entries.len()

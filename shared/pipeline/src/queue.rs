@@ -45,6 +45,18 @@ pub struct Received {
 /// The attribute that carries why a message is in a DLQ.
 pub const ERROR_ATTRIBUTE: &str = "crm_sync_error";
 
+/// Whether a message received `receive_count` times is on its last receive before its queue
+/// redrives it (SQS moves it on the receive after the `max_receives`th). A step that fails such a
+/// message retryably dead-letters it itself, so the DLQ keeps the reason.
+pub fn last_receive(receive_count: u32, max_receives: Option<u32>) -> bool {
+    max_receives.is_some_and(|max| receive_count >= max)
+}
+
+/// The DLQ reason of a message that failed retryably on its last receive.
+pub fn still_failing(error: &str, receive_count: u32) -> String {
+    format!("{error} (still failing after {receive_count} receives)")
+}
+
 /// Longest delay SQS accepts on a message.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 

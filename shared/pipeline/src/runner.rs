@@ -9,7 +9,7 @@ use dataverse::DataverseWriter;
 
 use crate::memory_queue::{MemoryQueue, MemoryQueueConfig};
 use crate::metrics::Metrics;
-use crate::queue::{ERROR_ATTRIBUTE, OutMessage, Queue, Received};
+use crate::queue::{ERROR_ATTRIBUTE, OutMessage, Queue, Received, last_receive, still_failing};
 use crate::recent::RecentEvents;
 use crate::sources::Sources;
 use crate::sync::{Crms, StepError, SyncPorts, SyncSettings, handle_sync_message};
@@ -107,6 +107,18 @@ impl LocalPipeline {
                 Ok(()) => {
                     let _ = self.queues.sync.delete(&m.receipt).await;
                 }
+                Err(StepError::Retryable(reason))
+                    if last_receive(
+                        m.receive_count,
+                        self.settings
+                            .max_receives
+                            .or(self.queues.sync.max_receives()),
+                    ) =>
+                {
+                    let reason = still_failing(&reason, m.receive_count);
+                    let (sync, dlq) = (self.queues.sync.as_ref(), self.queues.sync_dlq.as_ref());
+                    dead_letter(sync, dlq, m, reason).await;
+                }
                 Err(StepError::Retryable(_)) => {
                     totals.sync_retries += 1;
                     let _ = self.queues.sync.release(&m.receipt, backoff(m)).await;
@@ -142,8 +154,15 @@ impl LocalPipeline {
             deadline: None,
             metrics: &self.metrics,
         };
-        let report =
-            upsert_received(&batch, &ports, &self.policy, self.queues.upsert.as_ref()).await;
+        // The last receive before the queue's redrive keeps its reason (see `last_receive`).
+        let policy = UpsertPolicy {
+            max_receives: self
+                .policy
+                .max_receives
+                .or(self.queues.upsert.max_receives()),
+            ..self.policy.clone()
+        };
+        let report = upsert_received(&batch, &ports, &policy, self.queues.upsert.as_ref()).await;
         totals.upsert_batches += 1;
         add(&mut totals.upsert, &report);
         batch.len()

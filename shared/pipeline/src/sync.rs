@@ -39,6 +39,10 @@ pub struct SyncSettings {
     /// The catch-up pass starts this long before the job did, to cover clock skew and records
     /// committed while the first page was read.
     pub catch_up_overlap: Duration,
+    /// The sync queue's redrive threshold (SQS maxReceiveCount): a message failing retryably on
+    /// its last receive is dead-lettered with the error by its consumer (see
+    /// [`crate::queue::last_receive`]). `None`: left for the queue to redrive.
+    pub max_receives: Option<u32>,
 }
 
 impl Default for SyncSettings {
@@ -46,6 +50,7 @@ impl Default for SyncSettings {
         SyncSettings {
             page_size: 500,
             catch_up_overlap: Duration::from_secs(300),
+            max_receives: None,
         }
     }
 }

@@ -9,6 +9,8 @@
 //!   reason, and the message is done (retrying cannot help);
 //! - anything retryable (throttling, 5xx, a queue that would not take the re-sent work): the
 //!   message fails and comes back; rewriting what did apply is harmless, upserts are idempotent.
+//!   On the message's last receive before its queue would redrive it (`max_receives`), a change
+//!   whose write still fails goes to the DLQ with that error instead, so the DLQ says why.
 //!
 //! Except for a sync page's message: it is not ordered with the webhook changes of its records
 //! (those are grouped per record), so by the time it comes back newer changes may have been
@@ -25,7 +27,7 @@ use tracing::{info, warn};
 use crate::ledger::JobWrites;
 use crate::message::{self, ChangeBatch, FetchJob, MAX_BODY_BYTES, Message};
 use crate::metrics::{Dims, Metric, Metrics};
-use crate::queue::{ERROR_ATTRIBUTE, MAX_DELAY, OutMessage, Queue};
+use crate::queue::{ERROR_ATTRIBUTE, MAX_DELAY, OutMessage, Queue, last_receive, still_failing};
 use crate::sources::Sources;
 
 /// One received message of the batch.
@@ -59,6 +61,10 @@ pub struct UpsertPolicy {
     pub parent_retries: u32,
     /// First parking delay; doubled each time, capped at SQS's 15 minutes.
     pub parent_delay: Duration,
+    /// The queue's redrive threshold (SQS maxReceiveCount). A change that fails retryably on a
+    /// message's last receive is dead-lettered here with the error, rather than left for the
+    /// queue to redrive without one. `None`: always left for the queue.
+    pub max_receives: Option<u32>,
 }
 
 impl Default for UpsertPolicy {
@@ -66,6 +72,7 @@ impl Default for UpsertPolicy {
         UpsertPolicy {
             parent_retries: 8,
             parent_delay: Duration::from_secs(30),
+            max_receives: None,
         }
     }
 }
@@ -98,6 +105,16 @@ pub struct UpsertReport {
     pub by_job: BTreeMap<String, JobWrites>,
 }
 
+/// A letter for the DLQ: the message it came from, and what it is counted under once sent.
+struct Dead {
+    letter: OutMessage,
+    owner: usize,
+    dims: Dims,
+    /// The unit of work its changes belong to, if known.
+    job: Option<String>,
+    changes: u64,
+}
+
 struct Pending {
     msg: usize,
     correlation_id: String,
@@ -113,12 +130,7 @@ pub async fn apply_changes(
 ) -> UpsertReport {
     let mut report = UpsertReport::default();
     let mut failed = vec![false; messages.len()];
-    let mut dead: Vec<OutMessage> = Vec::new();
-    let mut dead_owner: Vec<usize> = Vec::new();
-    // Per dead letter: the source and entity it is counted under.
-    let mut dead_dims: Vec<Dims> = Vec::new();
-    // Per dead letter: the unit of work its changes belong to, if known.
-    let mut dead_jobs: Vec<Option<String>> = Vec::new();
+    let mut dead: Vec<Dead> = Vec::new();
 
     // Decode; a message that cannot be read goes to the DLQ as it is.
     let mut pending: Vec<Pending> = Vec::new();
@@ -148,20 +160,26 @@ pub async fn apply_changes(
                     change,
                 })),
                 other => {
-                    dead.push(dead_letter(
+                    dead.push(Dead {
+                        letter: dead_letter(
                         m.body.clone(),
                         format!("not a changes message: {}", kind_of(&other)),
-                    ));
-                    dead_owner.push(i);
-                    dead_dims.push(Dims::new("-", "-"));
-                    dead_jobs.push(None);
+                    ),
+                        owner: i,
+                        dims: Dims::new("-", "-"),
+                        job: None,
+                        changes: 1,
+                    });
                 }
             },
             Err(e) => {
-                dead.push(dead_letter(m.body.clone(), e.to_string()));
-                dead_owner.push(i);
-                dead_dims.push(Dims::new("-", "-"));
-                dead_jobs.push(None);
+                dead.push(Dead {
+                    letter: dead_letter(m.body.clone(), e.to_string()),
+                    owner: i,
+                    dims: Dims::new("-", "-"),
+                    job: None,
+                    changes: 1,
+                });
             }
         }
     }
@@ -199,13 +217,16 @@ pub async fn apply_changes(
     for i in winners {
         let p = &pending[i];
         let Some(ctx) = ports.sources.row_context(&p.change.source) else {
-            dead.push(change_letter(
+            dead.push(Dead {
+                letter: change_letter(
                 p,
                 format!("unknown source `{}`", p.change.source),
-            ));
-            dead_owner.push(p.msg);
-            dead_dims.push(dims_of(&p.change));
-            dead_jobs.push(Some(p.correlation_id.clone()));
+            ),
+                owner: p.msg,
+                dims: dims_of(&p.change),
+                job: Some(p.correlation_id.clone()),
+                changes: 1,
+            });
             continue;
         };
         match row::build(&p.change, &ctx) {
@@ -219,10 +240,13 @@ pub async fn apply_changes(
                     .written += 1;
             }
             Err(e) => {
-                dead.push(change_letter(p, e.to_string()));
-                dead_owner.push(p.msg);
-                dead_dims.push(dims_of(&p.change));
-                dead_jobs.push(Some(p.correlation_id.clone()));
+                dead.push(Dead {
+                    letter: change_letter(p, e.to_string()),
+                    owner: p.msg,
+                    dims: dims_of(&p.change),
+                    job: Some(p.correlation_id.clone()),
+                    changes: 1,
+                });
             }
         }
     }
@@ -257,6 +281,19 @@ pub async fn apply_changes(
             }
             if let Err(e) = result {
                 match e.kind() {
+                    FailureKind::Retryable
+                        if last_receive(messages[p.msg].receive_count, policy.max_receives) =>
+                    {
+                        let reason = still_failing(&e.to_string(), messages[p.msg].receive_count);
+                        warn!(key = %p.change.key(), correlation_id = %p.correlation_id, %reason, "change dead-lettered on its last receive");
+                        dead.push(Dead {
+                            letter: change_letter(p, reason),
+                            owner: p.msg,
+                            dims: dims.clone(),
+                            job: Some(p.correlation_id.clone()),
+                            changes: 1,
+                        });
+                    }
                     FailureKind::Retryable => {
                         if let Some(wait) = e.retry_after() {
                             report.throttled_for = report.throttled_for.max(Some(wait));
@@ -286,10 +323,13 @@ pub async fn apply_changes(
                             e.to_string()
                         };
                         warn!(key = %p.change.key(), correlation_id = %p.correlation_id, %reason, "change dead-lettered");
-                        dead.push(change_letter(p, reason));
-                        dead_owner.push(p.msg);
-                        dead_dims.push(dims);
-                        dead_jobs.push(Some(p.correlation_id.clone()));
+                        dead.push(Dead {
+                            letter: change_letter(p, reason),
+                            owner: p.msg,
+                            dims: dims,
+                            job: Some(p.correlation_id.clone()),
+                            changes: 1,
+                        });
                     }
                 }
             }
@@ -327,9 +367,22 @@ pub async fn apply_changes(
             }
             Err(reason) => {
                 warn!(correlation_id = %corr, %reason, "could not park changes; their messages will be retried");
-                report.retrying += changes.len() as u64;
-                for o in owners {
-                    failed[*o] = true;
+                for (change, o) in changes.iter().zip(owners) {
+                    let receives = messages[*o].receive_count;
+                    if last_receive(receives, policy.max_receives) {
+                        let why = format!("could not park the change: {reason}");
+                        let letter = (corr.as_str(), attempt - 1, from_page);
+                        dead.push(Dead {
+                            letter: letter_of(letter, change, still_failing(&why, receives)),
+                            owner: *o,
+                            dims: dims_of(change),
+                            job: Some(corr.clone()),
+                            changes: 1,
+                        });
+                    } else {
+                        report.retrying += 1;
+                        failed[*o] = true;
+                    }
                 }
             }
         }
@@ -347,7 +400,20 @@ pub async fn apply_changes(
                 }
                 Err(reason) => {
                     warn!(correlation_id = %corr, %reason, "could not queue the re-read of a redelivered page; it will be retried");
-                    failed[i] = true;
+                    let receives = messages[i].receive_count;
+                    if last_receive(receives, policy.max_receives) {
+                        let why = format!("could not queue the re-read of the page: {reason}");
+                        let body = messages[i].body.clone();
+                        dead.push(Dead {
+                            letter: dead_letter(body, still_failing(&why, receives)),
+                            owner: i,
+                            dims: changes.first().map(dims_of).unwrap_or(Dims::new("-", "-")),
+                            job: Some(corr.clone()),
+                            changes: changes.len() as u64,
+                        });
+                    } else {
+                        failed[i] = true;
+                    }
                 }
             }
         }
@@ -355,20 +421,23 @@ pub async fn apply_changes(
 
     if !dead.is_empty() {
         let n = dead.len() as u64;
-        match ports.dlq.send(dead).await {
+        let letters = dead.iter().map(|d| d.letter.clone()).collect();
+        match ports.dlq.send(letters).await {
             Ok(()) => {
                 report.dead_lettered += n;
-                for d in &dead_dims {
-                    ports.metrics.add(d, Metric::FailedPermanently, 1);
-                }
-                for j in dead_jobs.into_iter().flatten() {
-                    report.by_job.entry(j).or_default().failed += 1;
+                for d in dead {
+                    ports
+                        .metrics
+                        .add(&d.dims, Metric::FailedPermanently, d.changes);
+                    if let Some(j) = d.job {
+                        report.by_job.entry(j).or_default().failed += d.changes;
+                    }
                 }
             }
             Err(e) => {
                 warn!(error = %e, "could not write to the DLQ; the messages will be retried");
-                for o in dead_owner {
-                    failed[o] = true;
+                for d in dead {
+                    failed[d.owner] = true;
                 }
             }
         }
@@ -449,16 +518,34 @@ fn dead_letter(body: String, reason: String) -> OutMessage {
     m
 }
 
+/// One change's dead letter, in its record's FIFO group (as `send_per_record` groups it): on a
+/// FIFO DLQ, SQS hands out a group's later messages only after its earlier ones are deleted, so
+/// one group for every dead letter would let `crm-sync dlq` see only ten at a time.
 fn change_letter(p: &Pending, reason: String) -> OutMessage {
-    dead_letter(
+    letter_of(
+        (&p.correlation_id, p.attempt, p.from_page),
+        &p.change,
+        reason,
+    )
+}
+
+/// [`change_letter`] of a change with its message's (correlation id, attempt, from_page).
+fn letter_of(
+    (correlation_id, attempt, from_page): (&str, u32, bool),
+    change: &Change,
+    reason: String,
+) -> OutMessage {
+    let mut m = dead_letter(
         message::encode(
-            &p.correlation_id,
+            correlation_id,
             Message::Changes(ChangeBatch {
-                attempt: p.attempt,
-                from_page: p.from_page,
-                changes: vec![p.change.clone()],
+                attempt,
+                from_page,
+                changes: vec![change.clone()],
             }),
         ),
         reason,
-    )
+    );
+    m.group_id = Some(crate::sync::digest(&change.key().to_string()));
+    m
 }

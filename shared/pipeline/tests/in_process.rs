@@ -140,6 +140,7 @@ fn setup() -> Setup {
         policy: UpsertPolicy {
             parent_retries: 3,
             parent_delay: Duration::from_millis(10),
+            max_receives: None,
         },
         batch_size: 10,
         recent: Default::default(),

@@ -5,14 +5,13 @@
 //! Limits from the SQS API reference: at most 10 entries per SendMessageBatch, 262,144 bytes per
 //! message, DelaySeconds 0..=900, ChangeMessageVisibility up to 12 hours.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::Client;
+pub use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
-    MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+    Message, MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use pipeline::queue::{OutMessage, Queue, QueueError, Received};
 
@@ -47,6 +46,94 @@ impl SqsQueue {
             loader = loader.endpoint_url(e);
         }
         Client::new(&loader.load().await)
+    }
+}
+
+/// A message received for inspection (`crm-sync dlq`), with the system attributes a listing
+/// shows and a replay keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    pub received: Received,
+    /// A FIFO message's group (the `MessageGroupId` system attribute).
+    pub group_id: Option<String>,
+    /// When the message was sent (`SentTimestamp`, unix ms).
+    pub sent_at_ms: Option<i64>,
+}
+
+impl SqsQueue {
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+
+    /// Receives up to `max` messages (at most 10), keeping them invisible for `visibility`
+    /// only, with their group ids and sent timestamps. No wait: an empty answer means nothing
+    /// more is visible now.
+    pub async fn receive_for_inspection(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Inspected>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(0)
+            .visibility_timeout(visibility.as_secs().min(43_200) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out
+            .messages()
+            .iter()
+            .map(|m| {
+                let system = |name: MessageSystemAttributeName| {
+                    m.attributes().and_then(|a| a.get(&name)).cloned()
+                };
+                Inspected {
+                    received: received(m),
+                    group_id: system(MessageSystemAttributeName::MessageGroupId),
+                    sent_at_ms: system(MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|v| v.parse().ok()),
+                }
+            })
+            .collect())
+    }
+
+    /// The URLs of the queues whose redrive policy names this queue as their dead-letter queue
+    /// (ListDeadLetterSourceQueues).
+    pub async fn dead_letter_sources(&self) -> Result<Vec<String>, QueueError> {
+        let out = self
+            .client
+            .list_dead_letter_source_queues()
+            .queue_url(&self.url)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.queue_urls().to_vec())
+    }
+}
+
+fn received(m: &Message) -> Received {
+    Received {
+        message_id: m.message_id().unwrap_or_default().to_string(),
+        receipt: m.receipt_handle().unwrap_or_default().to_string(),
+        body: m.body().unwrap_or_default().to_string(),
+        receive_count: m
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+        attributes: m
+            .message_attributes()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|(k, v)| v.string_value().map(|s| (k.clone(), s.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -143,30 +230,7 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(unavailable)?;
-        Ok(out
-            .messages()
-            .iter()
-            .map(|m| Received {
-                message_id: m.message_id().unwrap_or_default().to_string(),
-                receipt: m.receipt_handle().unwrap_or_default().to_string(),
-                body: m.body().unwrap_or_default().to_string(),
-                receive_count: m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1),
-                attributes: m
-                    .message_attributes()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|(k, v)| {
-                                v.string_value().map(|s| (k.clone(), s.to_string()))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_else(BTreeMap::new),
-            })
-            .collect())
+        Ok(out.messages().iter().map(received).collect())
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {

@@ -175,6 +175,8 @@ impl Stack {
             policy: UpsertPolicy {
                 // SQS delays are whole seconds: 1 s, 2 s, 4 s ... instead of 30 s, 60 s ...
                 parent_delay: Duration::from_secs(1),
+                // MAX_RECEIVE_COUNT, which the template sets from MaxReceiveCount.
+                max_receives: Some(opts.deployment.max_receive_count),
                 ..UpsertPolicy::default()
             },
         });
@@ -192,6 +194,7 @@ impl Stack {
             dlq: queue(&queues.sync_dlq.url),
             settings: SyncSettings {
                 page_size: opts.page_size,
+                max_receives: Some(opts.deployment.max_receive_count),
                 ..SyncSettings::default()
             },
         });
