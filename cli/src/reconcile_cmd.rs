@@ -65,6 +65,7 @@ pub fn run(a: Args) -> ExitCode {
             Some(queue_url) => RepairTarget::Sqs(SqsTarget {
                 queue_url,
                 endpoint: a.sqs_endpoint,
+                jobs: None,
             }),
             None => RepairTarget::State(a.state),
         }),

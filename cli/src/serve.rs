@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::durable_queue::DurableQueue;
-use crate::jobs::{Ledger, LocalState};
+use crate::jobs::LocalState;
 use crate::stack::StackOutputs;
 use crate::webhook_server::{WebhookServer, WebhookTarget};
 

@@ -4,14 +4,14 @@
 //! the endpoint, and the comparison of Dataverse with the CRM record for record.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crm_sync::jobs::{JobStatus, LocalState};
 use crm_sync::serve::Serve;
 use crm_sync::sync_cmd;
-use serde_json::json;
+use serde_json::{Value, json};
 use world::{WEBHOOK_SECRET, World, obj, scratch};
 
 #[path = "support/world.rs"]

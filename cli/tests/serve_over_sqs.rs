@@ -13,7 +13,7 @@ mod jobs_table;
 #[path = "support/world.rs"]
 mod world;
 mod support {
-    pub use crate::moto;
+    pub(crate) use crate::moto;
 }
 
 use std::io::{BufRead, BufReader};

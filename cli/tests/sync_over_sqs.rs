@@ -10,7 +10,7 @@ mod moto;
 #[path = "../../tests/e2e/support/jobs_table.rs"]
 mod jobs_table;
 mod support {
-    pub use crate::moto;
+    pub(crate) use crate::moto;
 }
 
 use std::process::Command;

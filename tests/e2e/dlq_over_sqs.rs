@@ -5,6 +5,8 @@
 //! says which is which; after Dataverse is back, a replay sends them to the upsert queue (found
 //! with ListDeadLetterSourceQueues) in their own FIFO groups, and Dataverse ends equal to the CRM.
 
+#[path = "support/jobs_table.rs"]
+mod jobs_table;
 #[path = "support/stack.rs"]
 #[allow(dead_code)] // the webhook front is for other tests
 mod stack;
