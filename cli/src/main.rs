@@ -523,7 +523,10 @@ fn main() -> ExitCode {
             stack_outputs,
             aws_endpoint,
         } => {
-            let stack = match stack_outputs.as_deref().map(crm_sync::stack::StackOutputs::load) {
+            let stack = match stack_outputs
+                .as_deref()
+                .map(crm_sync::stack::StackOutputs::load)
+            {
                 Some(Ok(outputs)) => Some(crm_sync::serve::StackTarget {
                     outputs,
                     endpoint: aws_endpoint,

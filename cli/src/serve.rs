@@ -303,13 +303,16 @@ impl Wiring {
         let max_receives = max_receives.unwrap_or(STACK_MAX_RECEIVES);
         let o = &target.outputs;
         let client = sqs::SqsQueue::client(target.endpoint.as_deref()).await;
-        let queue = |url: &str| -> Arc<dyn Queue> { Arc::new(sqs::SqsQueue::new(client.clone(), url)) };
+        let queue =
+            |url: &str| -> Arc<dyn Queue> { Arc::new(sqs::SqsQueue::new(client.clone(), url)) };
         let ledger = match &o.jobs_table {
             Some(table) => {
                 let dynamodb =
                     ledger_dynamodb::DynamoLedger::client(target.endpoint.as_deref()).await;
-                Some(Arc::new(ledger_dynamodb::DynamoLedger::new(dynamodb, table.clone()))
-                    as Arc<dyn JobLedger>)
+                Some(
+                    Arc::new(ledger_dynamodb::DynamoLedger::new(dynamodb, table.clone()))
+                        as Arc<dyn JobLedger>,
+                )
             }
             None => None,
         };

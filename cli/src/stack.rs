@@ -110,6 +110,10 @@ mod tests {
             e,
             "missing outputs: UpsertQueueUrl, RetryQueueUrl, SyncDlqUrl, UpsertDlqUrl, WebhookDlqUrl"
         );
-        assert!(StackOutputs::parse("{}").unwrap_err().contains("describe-stacks"));
+        assert!(
+            StackOutputs::parse("{}")
+                .unwrap_err()
+                .contains("describe-stacks")
+        );
     }
 }

@@ -5,11 +5,11 @@
 //! --jobs-table --wait`, then signed webhooks to serve's endpoint; Dataverse ends equal to the
 //! CRM record for record.
 
+#[path = "../../tests/e2e/support/jobs_table.rs"]
+mod jobs_table;
 #[path = "../../tests/e2e/support/moto.rs"]
 #[allow(dead_code)]
 mod moto;
-#[path = "../../tests/e2e/support/jobs_table.rs"]
-mod jobs_table;
 #[path = "support/world.rs"]
 mod world;
 mod support {
@@ -150,13 +150,10 @@ async fn serve_works_a_stacks_queues_and_records_in_its_ledger() {
     assert_eq!(c.matched as u64, records);
 
     // Signed webhooks to serve's endpoint go through the stack's queues too.
-    let notifier = w
-        .sf
-        .notify_to(&format!("{base}salesforce"), WEBHOOK_SECRET);
-    let acc = w
-        .sf
-        .put_account(obj(json!({"Name": "Queued Account"})))
-        .unwrap();
+    let notifier = w.sf.notify_to(&format!("{base}salesforce"), WEBHOOK_SECRET);
+    let acc =
+        w.sf.put_account(obj(json!({"Name": "Queued Account"})))
+            .unwrap();
     w.sf.put_contact(obj(
         json!({"LastName": "Queued", "Email": "q@example.com", "AccountId": acc}),
     ))

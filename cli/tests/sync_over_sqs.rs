@@ -4,11 +4,11 @@
 //! `--jobs-table` it records the job in the stack's run ledger, and `sync status --jobs-table`
 //! follows it there.
 
+#[path = "../../tests/e2e/support/jobs_table.rs"]
+mod jobs_table;
 #[path = "../../tests/e2e/support/moto.rs"]
 #[allow(dead_code)]
 mod moto;
-#[path = "../../tests/e2e/support/jobs_table.rs"]
-mod jobs_table;
 mod support {
     pub(crate) use crate::moto;
 }
@@ -122,7 +122,11 @@ async fn sync_status_follows_a_job_in_the_stacks_run_ledger() {
         "--dynamodb-endpoint",
         moto.endpoint(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let job_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let status = |extra: &[&str]| {
         let mut args = vec![
@@ -138,7 +142,11 @@ async fn sync_status_follows_a_job_in_the_stacks_run_ledger() {
     };
     let out = status(&[&job_id]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains(&format!("job {job_id}  queued")), "{text}");
     assert!(text.contains("sf (account, contact)"), "{text}");
 
@@ -184,7 +192,13 @@ async fn sync_status_follows_a_job_in_the_stacks_run_ledger() {
         .await
         .unwrap();
     ledger
-        .writes(&job_id, &JobWrites { written: 2, failed: 0 })
+        .writes(
+            &job_id,
+            &JobWrites {
+                written: 2,
+                failed: 0,
+            },
+        )
         .await
         .unwrap();
     let out = status(&["--json", &job_id]);
@@ -193,12 +207,24 @@ async fn sync_status_follows_a_job_in_the_stacks_run_ledger() {
     assert_eq!(v["read"], 3, "{v}");
     assert_eq!(v["written"], 2, "{v}");
     ledger
-        .writes(&job_id, &JobWrites { written: 1, failed: 0 })
+        .writes(
+            &job_id,
+            &JobWrites {
+                written: 1,
+                failed: 0,
+            },
+        )
         .await
         .unwrap();
     // Writes for a correlation id that is not a job (a webhook request) record nothing.
     ledger
-        .writes("webhook-request-1", &JobWrites { written: 5, failed: 0 })
+        .writes(
+            "webhook-request-1",
+            &JobWrites {
+                written: 5,
+                failed: 0,
+            },
+        )
         .await
         .unwrap();
     let out = status(&["--wait", "10", &job_id]);
@@ -214,6 +240,9 @@ async fn sync_status_follows_a_job_in_the_stacks_run_ledger() {
     let out = status(&["no-such-job"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no job no-such-job in table stack-jobs"), "{err}");
+    assert!(
+        err.contains("no job no-such-job in table stack-jobs"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

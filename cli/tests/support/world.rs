@@ -187,4 +187,3 @@ pub fn obj(v: Value) -> Map<String, Value> {
         _ => Map::new(),
     }
 }
-

@@ -112,8 +112,8 @@ const EMF_MAX_VALUES: usize = 100;
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Snapshot {
     pub counters: BTreeMap<Dims, BTreeMap<Metric, u64>>,
-    /// Dataverse request latencies in milliseconds, in the order they were observed.
-    pub dataverse_latency_ms: Vec<u64>,
+    /// Dataverse request latencies in microseconds, in the order they were observed.
+    pub dataverse_latency_us: Vec<u64>,
 }
 
 impl Snapshot {
@@ -141,18 +141,25 @@ impl Snapshot {
                 .collect();
             counters.insert(format!("{}/{}", d.source, d.entity), Value::Object(m));
         }
-        let mut sorted = self.dataverse_latency_ms.clone();
+        let mut sorted = self.dataverse_latency_us.clone();
         sorted.sort_unstable();
+        let ms = |us: Option<u64>| us.map(to_ms);
         json!({
             "counters": counters,
             "dataverse_latency_ms": {
                 "count": sorted.len(),
-                "p50": percentile(&sorted, 50),
-                "p99": percentile(&sorted, 99),
-                "max": sorted.last(),
+                "p50": ms(percentile(&sorted, 50)),
+                "p99": ms(percentile(&sorted, 99)),
+                "max": ms(sorted.last().copied()),
             },
         })
     }
+}
+
+/// Microseconds as milliseconds with three decimals (CloudWatch takes fractional values; a
+/// local emulator answers in well under a millisecond).
+fn to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
 }
 
 fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
@@ -190,8 +197,8 @@ impl Metrics {
 
     pub fn observe_latency(&self, d: Duration) {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if s.dataverse_latency_ms.len() < MAX_SAMPLES {
-            s.dataverse_latency_ms.push(d.as_millis() as u64);
+        if s.dataverse_latency_us.len() < MAX_SAMPLES {
+            s.dataverse_latency_us.push(d.as_micros() as u64);
         }
     }
 
@@ -235,7 +242,8 @@ pub fn emf(s: &Snapshot, namespace: &str, function: &str, timestamp_ms: u64) -> 
         }
         out.push(Value::Object(doc).to_string());
     }
-    for chunk in s.dataverse_latency_ms.chunks(EMF_MAX_VALUES) {
+    for chunk in s.dataverse_latency_us.chunks(EMF_MAX_VALUES) {
+        let values: Vec<f64> = chunk.iter().copied().map(to_ms).collect();
         out.push(
             json!({
                 "_aws": {
@@ -247,7 +255,7 @@ pub fn emf(s: &Snapshot, namespace: &str, function: &str, timestamp_ms: u64) -> 
                     }],
                 },
                 "Function": function,
-                "DataverseRequestLatency": chunk,
+                "DataverseRequestLatency": values,
             })
             .to_string(),
         );
@@ -325,8 +333,8 @@ mod tests {
         m.add(&Dims::new("hs", "account"), Metric::RecordsRead, 9);
         let v = m.snapshot().to_json();
         assert_eq!(v["counters"]["hs/account"]["RecordsRead"], 9);
-        assert_eq!(v["dataverse_latency_ms"]["p50"], 50);
-        assert_eq!(v["dataverse_latency_ms"]["p99"], 99);
+        assert_eq!(v["dataverse_latency_ms"]["p50"], 50.0);
+        assert_eq!(v["dataverse_latency_ms"]["p99"], 99.0);
         assert_eq!(v["dataverse_latency_ms"]["count"], 100);
     }
 }

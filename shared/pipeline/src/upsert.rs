@@ -162,9 +162,9 @@ pub async fn apply_changes(
                 other => {
                     dead.push(Dead {
                         letter: dead_letter(
-                        m.body.clone(),
-                        format!("not a changes message: {}", kind_of(&other)),
-                    ),
+                            m.body.clone(),
+                            format!("not a changes message: {}", kind_of(&other)),
+                        ),
                         owner: i,
                         dims: Dims::new("-", "-"),
                         job: None,
@@ -218,10 +218,7 @@ pub async fn apply_changes(
         let p = &pending[i];
         let Some(ctx) = ports.sources.row_context(&p.change.source) else {
             dead.push(Dead {
-                letter: change_letter(
-                p,
-                format!("unknown source `{}`", p.change.source),
-            ),
+                letter: change_letter(p, format!("unknown source `{}`", p.change.source)),
                 owner: p.msg,
                 dims: dims_of(&p.change),
                 job: Some(p.correlation_id.clone()),
@@ -326,7 +323,7 @@ pub async fn apply_changes(
                         dead.push(Dead {
                             letter: change_letter(p, reason),
                             owner: p.msg,
-                            dims: dims,
+                            dims,
                             job: Some(p.correlation_id.clone()),
                             changes: 1,
                         });
@@ -456,7 +453,7 @@ pub async fn apply_changes(
     correlation_ids.sort_unstable();
     correlation_ids.dedup();
     info!(
-        correlation_ids = ?correlation_ids,
+        correlation_ids = %correlation_ids.join(","),
         messages = messages.len(),
         created = report.created,
         updated = report.updated,

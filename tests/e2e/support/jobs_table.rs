@@ -48,4 +48,3 @@ pub async fn create_jobs_table(client: &aws_sdk_dynamodb::Client, name: &str) {
         .await
         .expect("jobs table created");
 }
-

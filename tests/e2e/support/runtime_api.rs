@@ -361,6 +361,8 @@ impl Drop for LambdaProcess {
         let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!("function log ({}):\n{}", self.log.display(), self.logs());
+        } else if std::env::var_os("CRM_SYNC_KEEP_LOGS").is_some() {
+            eprintln!("function log kept: {}", self.log.display());
         } else {
             let _ = std::fs::remove_file(&self.log);
         }

@@ -27,10 +27,10 @@ use pipeline::upsert::UpsertPolicy;
 use serde_json::{Value, json};
 use sqs::SqsQueue;
 
+use crate::jobs_table::{create_jobs_table, dynamodb_client};
 use crate::support::lambda::{
     EventSourceMapping, Invoke, apigw_v2_event, invoker, now_ms, wait_idle,
 };
-use crate::jobs_table::{create_jobs_table, dynamodb_client};
 use crate::support::moto::{Deployment, Moto, Queues};
 use ledger_dynamodb::DynamoLedger;
 
@@ -82,7 +82,10 @@ pub struct Stack {
 impl Stack {
     /// The run ledger, as the functions' `DynamoLedger::from_env` reaches it.
     pub fn ledger(&self) -> DynamoLedger {
-        DynamoLedger::new(dynamodb_client(self.moto.endpoint()), self.jobs_table.clone())
+        DynamoLedger::new(
+            dynamodb_client(self.moto.endpoint()),
+            self.jobs_table.clone(),
+        )
     }
 }
 
@@ -149,8 +152,10 @@ impl Stack {
         let dynamodb = dynamodb_client(moto.endpoint());
         create_jobs_table(&dynamodb, &jobs_table).await;
         let ledger = || {
-            Some(Box::new(DynamoLedger::new(dynamodb.clone(), jobs_table.clone()))
-                as Box<dyn pipeline::ledger::JobLedger>)
+            Some(
+                Box::new(DynamoLedger::new(dynamodb.clone(), jobs_table.clone()))
+                    as Box<dyn pipeline::ledger::JobLedger>,
+            )
         };
 
         // dataverse-upsert, as its main.rs builds it (DATAVERSE_URL, _TENANT, _CLIENT_ID,
