@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mapping::{Entity, SourceId};
-use pipeline::ledger::{JobLedger, JobWrites, LedgerError, PageUpdate};
+use pipeline::ledger::{JobLedger, JobRecord, JobWrites, LedgerError, PageUpdate};
 use pipeline::message::{SyncCounts, SyncPageJob};
 use pipeline::sync::PageDone;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -302,7 +302,7 @@ const SELECT_JOB: &str = "SELECT job_id, source, entities, created_at, updated_a
 
 fn row_to_status(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobStatus> {
     let entities: String = r.get(2)?;
-    Ok(JobStatus {
+    let record = JobRecord {
         job_id: r.get(0)?,
         source: r.get(1)?,
         entities: entities
@@ -329,6 +329,9 @@ fn row_to_status(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobStatus> {
         snapshot_totals: serde_json::from_str(&r.get::<_, String>(17)?).unwrap_or_default(),
         written: r.get::<_, i64>(18)? as u64,
         write_failed: r.get::<_, i64>(19)? as u64,
+    };
+    Ok(JobStatus {
+        record,
         pending_pages: 0,
         pending_writes: 0,
         dead_lettered: 0,
@@ -358,41 +361,25 @@ fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// What `crm-sync sync status` shows about a job.
+/// What `crm-sync sync status` shows about a job: its ledger record, and what of it waits in
+/// the state file's queues.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobStatus {
-    pub job_id: String,
-    pub source: String,
-    pub entities: Vec<String>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub updated_at: chrono::DateTime<chrono::Utc>,
-    /// `queued`, `snapshot` or `catch-up` (the pass of the next page), or `done` (no page left).
-    pub phase: String,
-    /// The entity being read.
-    pub entity: Option<String>,
     #[serde(flatten)]
-    pub counts: SyncCounts,
-    /// The CRM's count of records of the entity being read, where it says.
-    pub total: Option<u64>,
-    /// Per entity, how many records the CRM said it held during the snapshot pass.
-    pub snapshot_totals: std::collections::BTreeMap<String, u64>,
-    /// Whether the last page ran.
-    pub pages_done: bool,
-    /// Page attempts that failed and were retried.
-    pub retries: u64,
-    pub last_error: Option<String>,
-    /// Why the job stopped, if its page job was dead-lettered.
-    pub failed: Option<String>,
-    /// The job's changes Dataverse has finally written (or that were superseded or had nothing
-    /// to do), and those given up (in the DLQ).
-    pub written: u64,
-    pub write_failed: u64,
+    pub record: JobRecord,
     /// Page jobs of this job waiting in the sync queue.
     pub pending_pages: u64,
     /// Messages of changes from this job waiting in the upsert queue.
     pub pending_writes: u64,
     /// Messages of this job in a dead-letter queue.
     pub dead_lettered: u64,
+}
+
+impl std::ops::Deref for JobStatus {
+    type Target = JobRecord;
+    fn deref(&self) -> &JobRecord {
+        &self.record
+    }
 }
 
 impl JobStatus {
@@ -416,88 +403,14 @@ impl JobStatus {
     pub fn is_finished(&self) -> bool {
         self.state() == "finished"
     }
-
-    /// See [`pipeline::ledger::progress`].
-    pub fn progress(&self) -> Option<(&'static str, u64, u64)> {
-        pipeline::ledger::progress(
-            self.pages_done,
-            &self.phase,
-            self.counts.read,
-            &self.snapshot_totals,
-            self.written + self.write_failed,
-            self.counts.enqueued + self.counts.deleted,
-        )
-    }
 }
 
 impl std::fmt::Display for JobStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let c = &self.counts;
-        writeln!(f, "job {}  {}", self.job_id, self.state())?;
-        writeln!(
-            f,
-            "  source       {} ({})",
-            self.source,
-            self.entities.join(", ")
-        )?;
-        let at = match (&self.entity, self.phase.as_str()) {
-            (_, "queued") => "waiting for `crm-sync serve` to read the first page".to_string(),
-            (_, "done") => "every page read".to_string(),
-            (Some(e), phase) => format!("{phase} pass, {e}"),
-            (None, phase) => phase.to_string(),
-        };
-        writeln!(f, "  phase        {at}")?;
-        let totals: Vec<String> = self
-            .snapshot_totals
-            .iter()
-            .map(|(e, n)| format!("{n} {e}s"))
-            .collect();
-        let totals = if totals.is_empty() {
-            String::new()
-        } else {
-            format!(" (the CRM reported {})", totals.join(", "))
-        };
-        writeln!(
-            f,
-            "  pages        {} read, {} records{totals}",
-            c.pages, c.read
-        )?;
-        writeln!(
-            f,
-            "  records      {} enqueued for Dataverse, {} skipped (unmappable), {} deletions found",
-            c.enqueued, c.skipped, c.deleted
-        )?;
-        writeln!(
-            f,
-            "  written      {} of {} applied, {} failed",
-            self.written,
-            c.enqueued + c.deleted,
-            self.write_failed
-        )?;
-        writeln!(
-            f,
-            "  queues       {} page jobs and {} write messages pending, {} dead-lettered",
+        let queues = format!(
+            "{} page jobs and {} write messages pending, {} dead-lettered",
             self.pending_pages, self.pending_writes, self.dead_lettered
-        )?;
-        if self.retries > 0 || self.last_error.is_some() {
-            writeln!(
-                f,
-                "  retries      {}{}",
-                self.retries,
-                self.last_error
-                    .as_ref()
-                    .map(|e| format!(" (last: {e})"))
-                    .unwrap_or_default()
-            )?;
-        }
-        if let Some(reason) = &self.failed {
-            writeln!(f, "  failed       {reason}")?;
-        }
-        writeln!(
-            f,
-            "  started      {}, updated {}",
-            self.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            self.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
-        )
+        );
+        pipeline::ledger::write_report(f, &self.record, self.state(), Some(&queues))
     }
 }

@@ -155,7 +155,7 @@ impl Tracked for JobStatus {
         JobStatus::state(self)
     }
     fn progress(&self) -> Option<(&'static str, u64, u64)> {
-        JobStatus::progress(self)
+        self.record.progress()
     }
 }
 

@@ -204,69 +204,78 @@ pub fn progress(
 
 impl std::fmt::Display for JobRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let c = &self.counts;
-        writeln!(f, "job {}  {}", self.job_id, self.state())?;
-        writeln!(
-            f,
-            "  source       {} ({})",
-            self.source,
-            self.entities.join(", ")
-        )?;
-        let at = match (&self.entity, self.phase.as_str()) {
-            (_, "queued") => "waiting for the first page to be read".to_string(),
-            (_, "done") => "every page read".to_string(),
-            (Some(e), phase) => format!("{phase} pass, {e}"),
-            (None, phase) => phase.to_string(),
-        };
-        writeln!(f, "  phase        {at}")?;
-        let totals: Vec<String> = self
-            .snapshot_totals
-            .iter()
-            .map(|(e, n)| format!("{n} {e}s"))
-            .collect();
-        let totals = if totals.is_empty() {
-            String::new()
-        } else {
-            format!(" (the CRM reported {})", totals.join(", "))
-        };
-        writeln!(
-            f,
-            "  pages        {} read, {} records{totals}",
-            c.pages, c.read
-        )?;
-        writeln!(
-            f,
-            "  records      {} enqueued for Dataverse, {} skipped (unmappable), {} deletions found",
-            c.enqueued, c.skipped, c.deleted
-        )?;
-        writeln!(
-            f,
-            "  written      {} of {} applied, {} failed (in the DLQ)",
-            self.written,
-            self.to_write(),
-            self.write_failed
-        )?;
-        if self.retries > 0 || self.last_error.is_some() {
-            writeln!(
-                f,
-                "  retries      {}{}",
-                self.retries,
-                self.last_error
-                    .as_ref()
-                    .map(|e| format!(" (last: {e})"))
-                    .unwrap_or_default()
-            )?;
-        }
-        if let Some(reason) = &self.failed {
-            writeln!(f, "  failed       {reason}")?;
-        }
-        writeln!(
-            f,
-            "  started      {}, updated {}",
-            self.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            self.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
-        )
+        write_report(f, self, self.state(), None)
     }
+}
+
+/// The text `sync status` prints about a job in `state`, with a line about its queues where the
+/// ledger knows them (the state file's).
+pub fn write_report(
+    f: &mut std::fmt::Formatter<'_>,
+    r: &JobRecord,
+    state: &str,
+    queues: Option<&str>,
+) -> std::fmt::Result {
+    let c = &r.counts;
+    writeln!(f, "job {}  {}", r.job_id, state)?;
+    writeln!(f, "  source       {} ({})", r.source, r.entities.join(", "))?;
+    let at = match (&r.entity, r.phase.as_str()) {
+        (_, "queued") => "waiting for the first page to be read".to_string(),
+        (_, "done") => "every page read".to_string(),
+        (Some(e), phase) => format!("{phase} pass, {e}"),
+        (None, phase) => phase.to_string(),
+    };
+    writeln!(f, "  phase        {at}")?;
+    let totals: Vec<String> = r
+        .snapshot_totals
+        .iter()
+        .map(|(e, n)| format!("{n} {e}s"))
+        .collect();
+    let totals = if totals.is_empty() {
+        String::new()
+    } else {
+        format!(" (the CRM reported {})", totals.join(", "))
+    };
+    writeln!(
+        f,
+        "  pages        {} read, {} records{totals}",
+        c.pages, c.read
+    )?;
+    writeln!(
+        f,
+        "  records      {} enqueued for Dataverse, {} skipped (unmappable), {} deletions found",
+        c.enqueued, c.skipped, c.deleted
+    )?;
+    writeln!(
+        f,
+        "  written      {} of {} applied, {} failed (in the DLQ)",
+        r.written,
+        r.to_write(),
+        r.write_failed
+    )?;
+    if let Some(q) = queues {
+        writeln!(f, "  queues       {q}")?;
+    }
+    if r.retries > 0 || r.last_error.is_some() {
+        writeln!(
+            f,
+            "  retries      {}{}",
+            r.retries,
+            r.last_error
+                .as_ref()
+                .map(|e| format!(" (last: {e})"))
+                .unwrap_or_default()
+        )?;
+    }
+    if let Some(reason) = &r.failed {
+        writeln!(f, "  failed       {reason}")?;
+    }
+    writeln!(
+        f,
+        "  started      {}, updated {}",
+        r.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        r.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+    )
 }
 
 /// The ledger fields a page sets, shared by every adapter so they record the same thing.
