@@ -160,6 +160,7 @@ pub async fn apply_changes(
                     change,
                 })),
                 other => {
+                    warn!(message_id = %m.id, correlation_id = %env.correlation_id, kind = kind_of(&other), "message of another step dead-lettered");
                     dead.push(Dead {
                         letter: dead_letter(
                             m.body.clone(),
@@ -173,6 +174,7 @@ pub async fn apply_changes(
                 }
             },
             Err(e) => {
+                warn!(message_id = %m.id, error = %e, "unreadable message dead-lettered");
                 dead.push(Dead {
                     letter: dead_letter(m.body.clone(), e.to_string()),
                     owner: i,
