@@ -16,7 +16,10 @@ use mapping::{Entity, SourceId};
 use pipeline::config::Config;
 use serde_json::{Map, Value};
 
-pub const WEBHOOK_SECRET: &str = "webhook-secret-for-tests";
+/// Secrets recognisable anywhere they might leak to (logs, outputs, queue messages).
+pub const WEBHOOK_SECRET: &str = "hook-s3cret-Tn5Rb1Lq";
+pub const DATAVERSE_SECRET: &str = "dv-s3cret-Qx7Zk2Wd";
+pub const SALESFORCE_SECRET: &str = "sf-s3cret-Wm4Yp8Jc";
 
 /// A fresh directory under the target's scratch space.
 pub fn scratch(name: &str) -> PathBuf {
@@ -38,8 +41,14 @@ impl World {
     /// The emulators, a config file pointing at them (secrets in files, by reference) and a
     /// state file path.
     pub async fn start(name: &str, accounts: usize) -> World {
-        let dv = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let dv = Emulator::start(EmulatorConfig {
+            client_secret: DATAVERSE_SECRET.into(),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .unwrap();
         let sf = SalesforceEmulator::start(SalesforceConfig {
+            client_secret: SALESFORCE_SECRET.into(),
             accounts,
             contacts_per_account: 4,
             orphan_contacts: 7,
@@ -54,7 +63,7 @@ impl World {
             std::fs::write(&p, format!("{value}\n")).unwrap();
             p.display().to_string()
         };
-        let dv_secret = secret("dataverse-secret", &EmulatorConfig::default().client_secret);
+        let dv_secret = secret("dataverse-secret", DATAVERSE_SECRET);
         let sf_secret = secret("salesforce-secret", &sf.config().client_secret);
         let hook_secret = secret("webhook-secret", WEBHOOK_SECRET);
         let text = format!(
