@@ -35,6 +35,8 @@
    logging      each function logs JSON to its own log group with a retention
    alarms       every DLQ has a visible-messages > 0 alarm, every triggering queue an oldest-age
                 alarm, and every other queue has a redrive policy
+   ledger-iam   DynamoDB only PutItem/UpdateItem on this stack's table, only for initial-sync
+                and dataverse-upsert
    recursion    a function that sends to a queue triggering itself has RecursiveLoop: Allow
    outputs      webhook base URL, sync URL and every queue URL are outputs
    example-params deploy/params.example.yaml names only template parameters, with valid values
@@ -419,6 +421,15 @@ def check_cfn(cfn: dict, binary_of: dict[str, str], f: Failures) -> None:
                     if "sqs:SendMessage" in sq or "sqs:SendMessage*" in sq:
                         sent.add(g[0])
                     f.check(set(sq) <= {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:SendMessage"}, "sqs-iam", f"{fn}: unexpected SQS actions {sq}")
+            # The run ledger: only PutItem/UpdateItem, only on this stack's table, and only for
+            # the functions that record in it (the webhook function does not).
+            dd = [a for a in acts if a.lower().startswith("dynamodb:")]
+            if dd:
+                f.check(set(dd) <= {"dynamodb:PutItem", "dynamodb:UpdateItem"}, "ledger-iam", f"{fn}: DynamoDB actions {dd} (only PutItem, UpdateItem)")
+                f.check(binary in {"initial-sync", "dataverse-upsert"}, "ledger-iam", f"{fn} ({binary}) records nothing in the run ledger")
+                for r in rs:
+                    g = getatt(r)
+                    f.check(bool(g) and g[0] in res and res[g[0]]["Type"] == "AWS::DynamoDB::Table" and g[1] == "Arn", "ledger-iam", f"{fn}: DynamoDB permissions on {r!r} (only !GetAtt <table>.Arn of this stack)")
             for r in rs:
                 if not sm and not sq and r == "*":
                     f.check(False, "sqs-iam", f"{fn}: statement on Resource '*' ({acts})")
@@ -589,6 +600,7 @@ def _sam_sqs_event(t: dict) -> None:
 
 
 BREAKAGES = {
+    "ledger-iam: the upsert function may write any table": ("ledger-iam", lambda t: [s for s in _stmts(t, "UpsertFunction") if s.get("Sid") == "CountJobWrites"][0].update(Resource="*")),
     "dashboard: a queue left out": ("dashboard", lambda t: t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"].__setitem__(0, t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0].replace("${WebhookDlq.QueueName}", "x"))),
     "build: wrong binary name": ("build", lambda t: t["Resources"]["WebhookFunction"]["Metadata"]["BuildProperties"].update(Binary="webhook-fn")),
     "build: x86_64": ("build", lambda t: _fn(t, "UpsertFunction").update(Architectures=["x86_64"])),
