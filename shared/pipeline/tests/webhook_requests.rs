@@ -264,8 +264,16 @@ async fn every_rejection_enqueues_nothing() {
         );
         assert_eq!(q.total(), 0, "case {i} enqueued something");
     }
-    // Signed, but not JSON / invalid UTF-8: 400, nothing queued.
-    for bad in [&b"{not json"[..], &[0xff, 0xfe, 0x00][..]] {
+    // Signed, but not JSON / invalid UTF-8 / nested 100,000 deep (under the size limit; the
+    // parser's depth limit refuses it without exhausting the stack): 400, nothing queued.
+    let deep = [vec![b'['; 100_000], vec![b']'; 100_000]].concat();
+    let deep_object = format!("{}1{}", "{\"a\":".repeat(50_000), "}".repeat(50_000)).into_bytes();
+    for bad in [
+        &b"{not json"[..],
+        &[0xff, 0xfe, 0x00][..],
+        &deep[..],
+        &deep_object[..],
+    ] {
         let sig = signed("apex-secret", &ts, bad);
         let r = call(
             &s,
