@@ -22,7 +22,9 @@ use pipeline::runner::{LocalPipeline, RunTotals};
 use pipeline::sync::start_sync;
 use serde_json::{Map, Value, json};
 
-use crate::emulated::{Comparison, Expected, compare, local_pipeline};
+use crate::emulated::{
+    Comparison, Expected, compare, local_pipeline, parent_id, salesforce_expected,
+};
 use crate::progress::Progress;
 use crate::webhook_server::WebhookServer;
 
@@ -386,30 +388,8 @@ public_url = "{webhook_url}"
     /// Every live record and, for contacts, its account.
     fn expected(&self) -> Vec<Expected> {
         let mut out = Vec::new();
-        let parent_of = |v: Option<&Value>| {
-            v.and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
         match self {
-            Crm::Salesforce(sf) => {
-                for (object, entity) in [("Account", Entity::Account), ("Contact", Entity::Contact)]
-                {
-                    for id in sf.ids(object) {
-                        let parent = match entity {
-                            Entity::Contact => {
-                                sf.record(&id).and_then(|r| parent_of(r.get("AccountId")))
-                            }
-                            Entity::Account => None,
-                        };
-                        out.push(Expected {
-                            entity,
-                            source_id: id,
-                            parent,
-                        });
-                    }
-                }
-            }
+            Crm::Salesforce(sf) => out = salesforce_expected(sf),
             Crm::Servicenow(sn) => {
                 for (table, entity) in [
                     ("customer_account", Entity::Account),
@@ -418,7 +398,7 @@ public_url = "{webhook_url}"
                     for id in sn.ids(table) {
                         let parent = match entity {
                             Entity::Contact => {
-                                sn.record(&id).and_then(|r| parent_of(r.get("account")))
+                                sn.record(&id).and_then(|r| parent_id(r.get("account")))
                             }
                             Entity::Account => None,
                         };
@@ -438,7 +418,7 @@ public_url = "{webhook_url}"
                     for id in hs.ids(t) {
                         let parent = match entity {
                             Entity::Contact => hs.record(t, &id).and_then(|r| {
-                                parent_of(r.pointer("/properties/associatedcompanyid"))
+                                parent_id(r.pointer("/properties/associatedcompanyid"))
                             }),
                             Entity::Account => None,
                         };

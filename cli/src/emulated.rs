@@ -71,6 +71,33 @@ pub struct Expected {
     pub parent: Option<String>,
 }
 
+/// Every live record of a Salesforce emulator and, for contacts, its account: what Dataverse
+/// should hold after a sync.
+pub fn salesforce_expected(sf: &crm_emulator::SalesforceEmulator) -> Vec<Expected> {
+    let mut out = Vec::new();
+    for (object, entity) in [("Account", Entity::Account), ("Contact", Entity::Contact)] {
+        for id in sf.ids(object) {
+            let parent = match entity {
+                Entity::Contact => sf.record(&id).and_then(|r| parent_id(r.get("AccountId"))),
+                Entity::Account => None,
+            };
+            out.push(Expected {
+                entity,
+                source_id: id,
+                parent,
+            });
+        }
+    }
+    out
+}
+
+/// A parent reference as the CRM emulators hold it: a non-empty id string.
+pub fn parent_id(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 /// How Dataverse's rows compare with what the CRM holds, record for record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Comparison {

@@ -18,7 +18,6 @@ use dataverse_emulator::{Emulator, EmulatorConfig, Faults};
 use mapping::{Entity, SourceId};
 use pipeline::config::Config;
 use pipeline::queue::ERROR_ATTRIBUTE;
-use serde_json::Value;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -29,26 +28,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Every live Salesforce record and, for contacts, its account.
 fn expected(sf: &SalesforceEmulator) -> Vec<Expected> {
-    let mut out = Vec::new();
-    for (object, entity) in [("Account", Entity::Account), ("Contact", Entity::Contact)] {
-        for id in sf.ids(object) {
-            let parent = match entity {
-                Entity::Contact => sf.record(&id).and_then(|r| {
-                    r.get("AccountId")
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                }),
-                Entity::Account => None,
-            };
-            out.push(Expected {
-                entity,
-                source_id: id,
-                parent,
-            });
-        }
-    }
-    out
+    crm_sync::emulated::salesforce_expected(sf)
 }
 
 fn comparison(config: &Path, sf: &SalesforceEmulator, dv: &Emulator) -> Comparison {

@@ -12,7 +12,7 @@ use crm_sync::jobs::{JobStatus, LocalState};
 use crm_sync::serve::ServeOptions;
 use crm_sync::sync_cmd::StartArgs;
 use dataverse_emulator::{Emulator, EmulatorConfig};
-use mapping::{Entity, SourceId};
+use mapping::SourceId;
 use pipeline::config::Config;
 use serde_json::{Map, Value};
 
@@ -130,26 +130,7 @@ secret = "file:{hook_secret}"
 
     /// Every live Salesforce record and, for contacts, its account.
     pub fn expected(&self) -> Vec<Expected> {
-        let mut out = Vec::new();
-        for (object, entity) in [("Account", Entity::Account), ("Contact", Entity::Contact)] {
-            for id in self.sf.ids(object) {
-                let parent = match entity {
-                    Entity::Contact => self.sf.record(&id).and_then(|r| {
-                        r.get("AccountId")
-                            .and_then(Value::as_str)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                    }),
-                    Entity::Account => None,
-                };
-                out.push(Expected {
-                    entity,
-                    source_id: id,
-                    parent,
-                });
-            }
-        }
-        out
+        crm_sync::emulated::salesforce_expected(&self.sf)
     }
 
     pub fn comparison(&self) -> crm_sync::emulated::Comparison {

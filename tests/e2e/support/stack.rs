@@ -19,7 +19,7 @@ use crm_emulator::{SalesforceConfig, SalesforceEmulator};
 use crm_sync::emulated::{Comparison, Expected, compare};
 use dataverse::{Secret, WebApiClient, WebApiConfig};
 use dataverse_emulator::{Emulator, EmulatorConfig};
-use mapping::{Entity, SourceId};
+use mapping::SourceId;
 use pipeline::config::Config;
 use pipeline::sources::Sources;
 use pipeline::sync::SyncSettings;
@@ -286,26 +286,7 @@ impl Stack {
 
     /// Every live Salesforce record as Dataverse should hold it.
     pub fn expected(&self) -> Vec<Expected> {
-        let mut out = Vec::new();
-        for (object, entity) in [("Account", Entity::Account), ("Contact", Entity::Contact)] {
-            for id in self.sf.ids(object) {
-                let parent = match entity {
-                    Entity::Contact => self.sf.record(&id).and_then(|r| {
-                        r.get("AccountId")
-                            .and_then(Value::as_str)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                    }),
-                    Entity::Account => None,
-                };
-                out.push(Expected {
-                    entity,
-                    source_id: id,
-                    parent,
-                });
-            }
-        }
-        out
+        crm_sync::emulated::salesforce_expected(&self.sf)
     }
 
     /// Dataverse against the CRM, record for record.
