@@ -132,15 +132,7 @@ impl DynamoLedger {
         for (k, v) in values {
             req = req.expression_attribute_values(k, v);
         }
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if e.err().code() == Some("ConditionalCheckFailedException") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(error(&self.table, e)),
-        }
+        settled(&self.table, req.send().await)
     }
 }
 
@@ -158,6 +150,23 @@ fn now_ms() -> i64 {
 
 fn expires() -> AttributeValue {
     n(Utc::now().timestamp() + KEEP.as_secs() as i64)
+}
+
+/// A conditional write's outcome: a failed condition (the job is unknown, or the stored page is
+/// newer) changed nothing, which is what was wanted.
+fn settled<O, E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    table: &str,
+    r: Result<O, SdkError<E, R>>,
+) -> Result<(), LedgerError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(e))
+            if e.err().code() == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(error(table, e)),
+    }
 }
 
 fn error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
@@ -200,15 +209,7 @@ impl JobLedger for DynamoLedger {
             .condition_expression("attribute_not_exists(job_id)")
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if e.err().code() == Some("ConditionalCheckFailedException") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(error(&self.table, e)),
-        }
+        settled(&self.table, r)
     }
 
     async fn page_done(&self, job: &SyncPageJob, done: &PageDone) -> Result<(), LedgerError> {
