@@ -20,7 +20,7 @@ use thiserror::Error;
 use crate::message::{self, Message, Phase, SyncCounts, SyncPageJob};
 use crate::queue::{last_receive, still_failing};
 use crate::sync::{
-    PageDone, StepError, SyncPorts, SyncSettings, handle_sync_message, run_sync_page,
+    PageDone, StepError, SyncPorts, SyncSettings, handle_sync_envelope, run_sync_page,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -64,7 +64,7 @@ pub fn phase_name(p: &Phase) -> &'static str {
     }
 }
 
-/// [`handle_sync_message`] for a message received `receives` times, recording page jobs in
+/// [`crate::sync::handle_sync_message`] for a message received `receives` times, recording page jobs in
 /// `ledger`: the page's counts when it ran, a retry or the job's failure when it did not. On
 /// the last receive before the queue's redrive (`settings.max_receives`) a retryable failure
 /// becomes permanent, so the caller dead-letters the message with its reason. A ledger that
@@ -76,22 +76,14 @@ pub async fn handle_sync_message_recorded(
     settings: &SyncSettings,
     ledger: Option<&dyn JobLedger>,
 ) -> Result<(), StepError> {
-    let page = match ledger {
-        None => None,
-        Some(ledger) => match message::decode(body) {
-            Ok(env) => match env.body {
-                Message::SyncPage(job) => Some((ledger, env.correlation_id, job)),
-                _ => None,
-            },
-            Err(e) => return Err(StepError::Permanent(e.to_string())),
-        },
-    };
-    let Some((ledger, correlation_id, job)) = page else {
-        let r = handle_sync_message(body, ports, settings).await;
+    let env = message::decode(body).map_err(|e| StepError::Permanent(e.to_string()))?;
+    let (Some(ledger), Message::SyncPage(job)) = (ledger, &env.body) else {
+        let r = handle_sync_envelope(env, ports, settings).await;
         return give_up(r, receives, settings.max_receives);
     };
+    let job = job.clone();
     let job_id = job.job_id.clone();
-    let r = run_sync_page(job.clone(), &correlation_id, ports, settings).await;
+    let r = run_sync_page(job.clone(), &env.correlation_id, ports, settings).await;
     let r = give_up(r, receives, settings.max_receives);
     let recorded = match &r {
         Ok(done) => ledger.page_done(&job, done).await,

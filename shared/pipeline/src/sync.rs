@@ -409,6 +409,15 @@ pub async fn handle_sync_message(
     settings: &SyncSettings,
 ) -> Result<(), StepError> {
     let env = message::decode(body).map_err(|e| StepError::Permanent(e.to_string()))?;
+    handle_sync_envelope(env, ports, settings).await
+}
+
+/// [`handle_sync_message`] of a message already decoded.
+pub async fn handle_sync_envelope(
+    env: message::Envelope,
+    ports: &SyncPorts<'_>,
+    settings: &SyncSettings,
+) -> Result<(), StepError> {
     match env.body {
         Message::SyncPage(job) => run_sync_page(job, &env.correlation_id, ports, settings)
             .await
