@@ -182,10 +182,14 @@ pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn validate_select(t: Table, q: &QueryOptions) -> Result<Option<Vec<String>>, ApiError> {
+fn validate_select(
+    rules: &Rules,
+    t: Table,
+    q: &QueryOptions,
+) -> Result<Option<Vec<String>>, ApiError> {
     if let Some(sel) = &q.select {
         for c in sel {
-            if !t.readable(c) {
+            if !rules.readable(t, c) {
                 return Err(ApiError::unknown_select(c, t.logical_name()));
             }
         }
@@ -249,7 +253,7 @@ fn collection(
     match req.method {
         Method::GET => list(ctx, store, req, t, q),
         Method::POST => {
-            let select = validate_select(t, q)?;
+            let select = validate_select(ctx.rules, t, q)?;
             let body = parse_body(&req.body)?;
             write_guard(ctx)?;
             let id = store.create(t, &body, ctx.rules)?;
@@ -278,7 +282,7 @@ fn record(
     q: &QueryOptions,
 ) -> Result<ApiResponse, ApiError> {
     let key = parse_key(key_text)?;
-    let select = validate_select(t, q)?;
+    let select = validate_select(ctx.rules, t, q)?;
     match req.method {
         Method::GET => {
             let id = store
@@ -344,18 +348,18 @@ fn list(
     t: Table,
     q: &QueryOptions,
 ) -> Result<ApiResponse, ApiError> {
-    let select = validate_select(t, q)?;
+    let select = validate_select(ctx.rules, t, q)?;
     let filter = q.filter.as_deref().map(odata::parse_filter).transpose()?;
     if let Some(f) = &filter {
         let mut props = Vec::new();
         f.properties(&mut props);
-        if let Some(bad) = props.iter().find(|p| !t.readable(p)) {
+        if let Some(bad) = props.iter().find(|p| !ctx.rules.readable(t, p)) {
             return Err(ApiError::unknown_select(bad, t.logical_name()));
         }
     }
     let orderby = q.orderby.as_deref().map(odata::parse_orderby).transpose()?;
     if let Some(ob) = &orderby
-        && let Some((bad, _)) = ob.iter().find(|(c, _)| !t.readable(c))
+        && let Some((bad, _)) = ob.iter().find(|(c, _)| !ctx.rules.readable(t, c))
     {
         return Err(ApiError::unknown_select(bad, t.logical_name()));
     }

@@ -56,6 +56,19 @@ impl Rules {
         }
         Some(col)
     }
+
+    /// Whether `name` can be selected, filtered or ordered on: a readable column of the table
+    /// that this org has not removed (Dataverse answers an unknown property with 400, "Could not
+    /// find a property named …", whether in a write or in a query).
+    pub fn readable(&self, t: Table, name: &str) -> bool {
+        use crate::config::AttributeChange;
+        t.readable(name)
+            && !matches!(
+                self.attributes
+                    .get(&(t.logical_name().to_string(), name.to_string())),
+                Some(AttributeChange::Missing)
+            )
+    }
 }
 
 /// All rows of both tables.

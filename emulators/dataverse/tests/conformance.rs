@@ -1020,6 +1020,17 @@ async fn customised_columns() {
         )
         .await;
     assert_eq!(r.status(), 400);
+    // A removed column cannot be queried either.
+    for q in [
+        "accounts?$select=name,msdyn_source_crm_url",
+        "accounts?$filter=msdyn_source_crm_url eq 'x'",
+        "accounts?$orderby=msdyn_source_crm_url",
+    ] {
+        assert_eq!(t.get(q).await.status(), 400, "{q}");
+    }
+    for q in ["accounts?$select=name", "accounts?$filter=name eq 'x'"] {
+        assert_eq!(t.get(q).await.status(), 200, "{q}");
+    }
     let v: Value = t
         .get("EntityDefinitions(LogicalName='account')/Attributes(LogicalName='name')/Microsoft.Dynamics.CRM.StringAttributeMetadata?$select=MaxLength")
         .await
