@@ -46,7 +46,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn fresh(timestamp_ms: i64, now_ms: i64) -> Result<(), VerifyError> {
-    if (now_ms - timestamp_ms).abs() > WINDOW_MS {
+    // `abs_diff`, not `(now - ts).abs()`: the timestamp is the sender's, and one near i64::MIN
+    // overflowed the subtraction (a panic in debug builds; in release, a difference of exactly
+    // 2^63 wrapped to i64::MIN, whose `abs()` is negative and passed as fresh). Found by fuzzing.
+    if now_ms.abs_diff(timestamp_ms) > WINDOW_MS as u64 {
         return Err(VerifyError::Stale(WINDOW_MS / 60_000));
     }
     Ok(())
@@ -262,6 +265,30 @@ mod tests {
             B64.encode(hmac(b"s3cret", &[ts.as_bytes(), b".", b"{}"]))
         );
         assert_eq!(contract("s3cret", ts, b"{}", &b64, now), Ok(()));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        let now = 1_700_000_000_000;
+        let sig = contract_signature("s", "-9223372036854775808", b"{}");
+        assert_eq!(
+            contract("s", "-9223372036854775808", b"{}", &sig, now),
+            Err(VerifyError::Stale(5))
+        );
+        // Exactly 2^63 ms before now: the difference that wrapped to i64::MIN.
+        let ts = (now as i128 - (1i128 << 63)).to_string();
+        let mac = B64.encode(hmac(
+            b"s",
+            &[b"POST", b"https://h.example/x", b"{}", ts.as_bytes()],
+        ));
+        assert_eq!(
+            hubspot_v3("s", "POST", "https://h.example/x", b"{}", &ts, &mac, now),
+            Err(VerifyError::Stale(5))
+        );
+        for ts in [i64::MIN, i64::MAX] {
+            assert_eq!(fresh(ts, now), Err(VerifyError::Stale(5)));
+            assert_eq!(fresh(now, ts), Err(VerifyError::Stale(5)));
+        }
     }
 
     #[test]
