@@ -63,6 +63,10 @@ fn local(name: &[u8]) -> &[u8] {
 }
 
 pub fn parse(xml: &[u8]) -> Result<OutboundMessage, SoapError> {
+    // Salesforce sends UTF-8 (the messages declare it). Checked once, up front: quick-xml decodes
+    // text strictly but CDATA, names and attribute values are read lossily below, which let
+    // invalid bytes through as U+FFFD; a document in another encoding is not Salesforce's.
+    std::str::from_utf8(xml).map_err(|e| SoapError::Xml(format!("not UTF-8: {e}")))?;
     let mut reader = Reader::from_reader(xml);
     // Text is kept exactly: an entity reference splits it into several events.
     reader.config_mut().trim_text(false);

@@ -177,3 +177,23 @@ proptest! {
         let _ = verify::hubspot_decode_uri(&s);
     }
 }
+
+#[test]
+fn invalid_utf8_anywhere_is_refused() {
+    // Outbound messages are UTF-8 (the WSDL's and the messages' own declaration); bytes that are
+    // not are no Salesforce message, and must not reach Dataverse as replacement characters.
+    for (from, to) in [
+        ("Smith &amp; Sons", &b"Smith \xff Sons"[..]),
+        ("<![CDATA[O'Neil <x>]]>", b"<![CDATA[O'Neil \xc3\x28]]>"),
+        ("<sf:LastName>", b"<sf:Last\xffName>"),
+        ("xsi:type=\"sf:Contact\"", b"xsi:type=\"sf:Con\xfftact\""),
+    ] {
+        let at = OM.find(from).unwrap();
+        let bad = [&OM.as_bytes()[..at], to, &OM.as_bytes()[at + from.len()..]].concat();
+        assert!(
+            matches!(soap::parse(&bad), Err(SoapError::Xml(_))),
+            "{from}: {:?}",
+            soap::parse(&bad)
+        );
+    }
+}
