@@ -31,8 +31,14 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
-use crate::http::{check_origin, checkpoint_of, follow_link, http_client};
+use crate::http::{check_origin, check_returned_origin, checkpoint_of, follow_link, http_client};
 use crate::reader::{CrmError, CrmReader, Fetched, FieldCheck, Page, PageRequest};
+
+/// Where a token response may send us besides the configured login host's own domain: My Domain
+/// URLs are `https://MyDomainName.my.salesforce.com` (sandboxes
+/// `MyDomainName--SandboxName.sandbox.my.salesforce.com`), older instance URLs
+/// `https://InstanceName.salesforce.com` (Salesforce Help, "My Domain URL Formats").
+const SALESFORCE_DOMAINS: &[&str] = &["salesforce.com"];
 
 /// Default REST API version (Winter '25).
 pub const DEFAULT_API_VERSION: &str = "62.0";
@@ -357,7 +363,15 @@ impl SalesforceClient {
             .ok_or_else(|| CrmError::Permanent("token response without instance_url".into()))?;
         let instance = Url::parse(instance)
             .map_err(|e| CrmError::Permanent(format!("token response instance_url: {e}")))?;
-        check_origin(&instance, "Salesforce")?;
+        // Every later call, bearer token included, goes to this URL: it must be Salesforce's
+        // (or the configured login host's domain), not whatever a token response says.
+        check_returned_origin(
+            &self.token_url,
+            &instance,
+            SALESFORCE_DOMAINS,
+            "token response instance_url",
+            "Salesforce",
+        )?;
         tracing::info!(instance = %instance, "authenticated to Salesforce");
         Ok(Session {
             token: token.to_string(),
