@@ -469,6 +469,19 @@ fn alternate_values(
             _ => return Err(undefined()),
         }
     }
+    // "Define alternate keys to reference rows" (Power Apps docs): key values containing
+    // / < > * % & : \ ? + are not supported by GET, PATCH or upsert by alternate key; the service
+    // refuses such a request rather than address some row. Its own list, not the client's
+    // (`mapping::identity::KEY_FORBIDDEN`), so a client that let one through is caught here.
+    const UNSUPPORTED: [char; 10] = ['/', '<', '>', '*', '%', '&', ':', '\\', '?', '+'];
+    if let Some(c) = source_id
+        .as_deref()
+        .and_then(|id| id.chars().find(|c| UNSUPPORTED.contains(c)))
+    {
+        return Err(ApiError::bad_request(format!(
+            "The alternate key value contains the character '{c}', which is not supported in a key."
+        )));
+    }
     match (source, source_id) {
         (Some(s), Some(i)) => Ok((s, i)),
         _ => Err(undefined()),
