@@ -144,6 +144,11 @@ pub fn soap(mappers: &[Mapper], data: &[u8]) {
         return;
     };
     assert!(!om.notifications.is_empty() && om.notifications.len() <= 100);
+    // Salesforce sends UTF-8: anything else is refused, never passed on as U+FFFD.
+    assert!(
+        std::str::from_utf8(data).is_ok(),
+        "non-UTF-8 message accepted"
+    );
     // Entity references only shrink text (`&lt;` is one character, `&#x10FFFF;` four bytes),
     // so what was read never exceeds what was sent.
     let read: usize = om
