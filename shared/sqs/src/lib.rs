@@ -3,7 +3,10 @@
 //! are refused); on a standard queue those ids are dropped and delays are sent as DelaySeconds.
 //!
 //! Limits from the SQS API reference: at most 10 entries per SendMessageBatch, 262,144 bytes per
-//! message, DelaySeconds 0..=900, ChangeMessageVisibility up to 12 hours.
+//! message, DelaySeconds 0..=900, ChangeMessageVisibility up to 12 hours. A batch's total payload
+//! (the sum of its messages' sizes) has the same cap as one message ("SendMessageBatch": "the
+//! maximum total payload size ... is 256 KiB"; queues created since 2025 accept 1 MiB, older
+//! settings and other regions' queues may not), so batches are cut by size as well as by count.
 
 use std::time::Duration;
 
@@ -160,6 +163,36 @@ fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     }
 }
 
+/// What SQS counts of a message against the size limits: its body, and each attribute's name,
+/// data type and value.
+fn payload_size(m: &OutMessage) -> usize {
+    m.body.len()
+        + m.attributes
+            .iter()
+            .map(|(k, v)| k.len() + "String".len() + v.len())
+            .sum::<usize>()
+}
+
+/// Consecutive runs of at most 10 messages whose payloads together stay within one message's
+/// limit (a message alone is always its own batch; its size was checked when it was encoded).
+fn batches(messages: &[OutMessage]) -> Vec<&[OutMessage]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        let size = payload_size(m);
+        if i > start && (i - start == 10 || bytes + size > pipeline::message::SQS_MAX_MESSAGE_BYTES)
+        {
+            out.push(&messages[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < messages.len() {
+        out.push(&messages[start..]);
+    }
+    out
+}
+
 #[async_trait]
 impl Queue for SqsQueue {
     fn name(&self) -> &str {
@@ -167,7 +200,7 @@ impl Queue for SqsQueue {
     }
 
     async fn send(&self, messages: Vec<OutMessage>) -> Result<(), QueueError> {
-        for chunk in messages.chunks(10) {
+        for chunk in batches(&messages) {
             let mut entries = Vec::with_capacity(chunk.len());
             for (i, m) in chunk.iter().enumerate() {
                 let mut e = SendMessageBatchRequestEntry::builder()
@@ -254,5 +287,41 @@ impl Queue for SqsQueue {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sized(n: usize) -> OutMessage {
+        OutMessage::new("x".repeat(n))
+    }
+
+    fn shape(messages: &[OutMessage]) -> Vec<usize> {
+        batches(messages).iter().map(|b| b.len()).collect()
+    }
+
+    #[test]
+    fn batches_hold_ten_messages_and_one_message_size_at_most() {
+        assert!(batches(&[]).is_empty());
+        assert_eq!(shape(&vec![sized(10); 25]), [10, 10, 5]);
+        // 100 KB each: two fit in 256 KiB, a third does not.
+        assert_eq!(shape(&vec![sized(100_000); 5]), [2, 2, 1]);
+        // A message at the limit travels alone, and the small ones around it are not held back.
+        let limit = pipeline::message::SQS_MAX_MESSAGE_BYTES;
+        assert_eq!(shape(&[sized(10), sized(limit), sized(10)]), [1, 1, 1]);
+        // Every message is sent exactly once, in order.
+        let ms: Vec<OutMessage> = (0..37).map(|i| sized(i * 9_000)).collect();
+        let flat: Vec<&str> = batches(&ms)
+            .iter()
+            .flat_map(|b| b.iter().map(|m| m.body.as_str()))
+            .collect();
+        assert_eq!(flat, ms.iter().map(|m| m.body.as_str()).collect::<Vec<_>>());
+        for b in batches(&ms) {
+            assert!(b.len() <= 10);
+            let total: usize = b.iter().map(payload_size).sum();
+            assert!(b.len() == 1 || total <= limit, "{total}");
+        }
     }
 }
