@@ -86,6 +86,11 @@ impl WebApiConfig {
     }
 }
 
+/// Token refreshes per request on 401. A token can expire or be revoked while a request waits
+/// out throttling or its retries, so one refresh is not always enough; a 401 answered to this
+/// many fresh tokens in a row is a refusal (the application user lacks access), not expiry.
+const MAX_REFRESHES: u32 = 3;
+
 /// Counters since start.
 #[derive(Debug, Default)]
 pub struct ClientStats {
@@ -171,7 +176,8 @@ impl WebApiClient {
     }
 
     /// Sends one request with the retry policy: waits out 429s (Retry-After, shared by every
-    /// request), refreshes the token once on 401, retries transport errors and 5xx with backoff.
+    /// request), refreshes the token on 401 (up to [`MAX_REFRESHES`] times), retries transport
+    /// errors and 5xx with backoff.
     async fn exchange(
         &self,
         method: reqwest::Method,
@@ -181,7 +187,7 @@ impl WebApiClient {
         deadline: Option<Instant>,
     ) -> Result<Reply, WriteError> {
         let mut attempt = 0u32;
-        let mut refreshed = false;
+        let mut refreshes = 0u32;
         let mut throttled_for = Duration::ZERO;
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -296,8 +302,8 @@ impl WebApiClient {
                         return Ok(r);
                     }
                 }
-                Ok(r) if r.status == 401 && !refreshed => {
-                    refreshed = true;
+                Ok(r) if r.status == 401 && refreshes < MAX_REFRESHES => {
+                    refreshes += 1;
                     self.auth.invalidate(&token).await;
                 }
                 Ok(r) if is_transient(&r) && attempt < self.cfg.max_attempts => {
