@@ -731,6 +731,9 @@ fn classify(status: StatusCode, code: &str, message: &str) -> CrmError {
             CrmError::RateLimited(pause)
         }
         (429, _) => CrmError::RateLimited(CONCURRENCY_PAUSE),
+        // "The query has timed out" (API `ExceptionCode` QUERY_TIMEOUT): the org was busy or
+        // the query slow this time; the same page asked again later can succeed.
+        (400, "QUERY_TIMEOUT") => CrmError::Unavailable(format!("Salesforce {status} {code}")),
         (401 | 403, _) => CrmError::Access(format!("Salesforce {status} {code}: {message}")),
         (s, _) if s >= 500 => CrmError::Unavailable(format!("Salesforce {status} {code}")),
         _ => CrmError::Permanent(format!("Salesforce {status} {code}: {message}")),
@@ -742,6 +745,24 @@ mod tests {
     use super::*;
 
     use crate::reader::Checkpoint;
+
+    #[test]
+    fn a_query_timeout_is_retried_and_a_bad_query_is_not() {
+        let timeout = classify(StatusCode::BAD_REQUEST, "QUERY_TIMEOUT", "running too long");
+        assert!(timeout.is_retryable(), "{timeout}");
+        let malformed = classify(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            "unexpected token",
+        );
+        assert!(!malformed.is_retryable(), "{malformed}");
+        let busy = classify(
+            StatusCode::FORBIDDEN,
+            "REQUEST_LIMIT_EXCEEDED",
+            "ConcurrentPerOrgLongTxn Limit exceeded.",
+        );
+        assert!(matches!(busy, CrmError::RateLimited(d) if d == CONCURRENCY_PAUSE));
+    }
 
     fn ts(s: &str) -> Option<DateTime<Utc>> {
         mapping::transform::parse_timestamp(&Value::String(s.to_string()))
