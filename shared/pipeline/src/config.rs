@@ -91,6 +91,11 @@ pub struct DataverseConfig {
     /// client adapts below it to `x-ms-dop-hint` and throttling.
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Seconds before a request without an answer is abandoned and retried (1 to 300; default
+    /// 30). A write may have taken effect when its answer comes too late; the retry is an
+    /// idempotent upsert or delete, so it is safe.
+    #[serde(default)]
+    pub request_timeout_secs: Option<u64>,
 }
 
 /// `[dataverse] certificate = { private_key = "file:...", thumbprint = "..." }`: certificate
@@ -150,6 +155,7 @@ impl std::fmt::Debug for DataverseConfig {
             .field("write_mode", &self.write_mode)
             .field("write_batch_size", &self.write_batch_size)
             .field("max_concurrency", &self.max_concurrency)
+            .field("request_timeout_secs", &self.request_timeout_secs)
             .finish()
     }
 }
@@ -281,6 +287,14 @@ impl DataverseConfig {
                 "must be between 1 and 52 (Dataverse's concurrent-request limit per user)",
             ));
         }
+        if let Some(n) = self.request_timeout_secs
+            && !(1..=300).contains(&n)
+        {
+            return Err(E::new(
+                "dataverse.request_timeout_secs",
+                "must be between 1 and 300 seconds",
+            ));
+        }
         Ok(())
     }
 
@@ -322,6 +336,9 @@ impl DataverseConfig {
         };
         if let Some(n) = self.max_concurrency {
             cfg.max_concurrency = n;
+        }
+        if let Some(n) = self.request_timeout_secs {
+            cfg.request_timeout = std::time::Duration::from_secs(n);
         }
         Ok(cfg)
     }
@@ -521,6 +538,8 @@ mod tests {
         assert!(e.contains("`dataverse.url`"), "{e}");
         let e = dv(&format!("{ok}max_concurrency = 100\n")).unwrap_err();
         assert!(e.contains("`dataverse.max_concurrency`"), "{e}");
+        let e = dv(&format!("{ok}request_timeout_secs = 0\n")).unwrap_err();
+        assert!(e.contains("`dataverse.request_timeout_secs`"), "{e}");
         let e = dv(&format!("{ok}write_mode = \"fast\"\n")).unwrap_err();
         assert!(e.contains("write_mode"), "{e}");
         let e = dv(&format!("{ok}write_batch_size = 5000\n")).unwrap_err();
@@ -537,7 +556,7 @@ mod tests {
         );
         assert!(dv(&both).unwrap_err().contains("`dataverse.certificate`"));
         // The emulator: plain http on loopback, its own token URL, no tenant.
-        let emu = "url = \"http://127.0.0.1:8081\"\ntoken_url = \"http://127.0.0.1:8081/t/oauth2/v2.0/token\"\nclient_id = \"c\"\nclient_secret = \"s3cr3t-literal\"\nwrite_mode = \"batch\"\nwrite_batch_size = 50\nmax_concurrency = 8\n";
+        let emu = "url = \"http://127.0.0.1:8081\"\ntoken_url = \"http://127.0.0.1:8081/t/oauth2/v2.0/token\"\nclient_id = \"c\"\nclient_secret = \"s3cr3t-literal\"\nwrite_mode = \"batch\"\nwrite_batch_size = 50\nmax_concurrency = 8\nrequest_timeout_secs = 4\n";
         let cfg = dv(emu).unwrap();
         let web = cfg.dataverse.web_api_config().unwrap();
         assert_eq!(web.api_url, "http://127.0.0.1:8081/api/data/v9.2/");
@@ -545,6 +564,7 @@ mod tests {
         assert_eq!(web.scope, "http://127.0.0.1:8081/.default");
         assert_eq!(web.mode, dataverse::WriteMode::Batch { size: 50 });
         assert_eq!(web.max_concurrency, 8);
+        assert_eq!(web.request_timeout, std::time::Duration::from_secs(4));
         // A literal secret is never shown.
         assert!(!format!("{:?}", cfg.dataverse).contains("s3cr3t-literal"));
         assert!(cfg.dataverse_writer().is_ok());
