@@ -13,6 +13,6 @@ pub mod zendesk;
 
 pub use hubspot::{HubSpotConfig, HubSpotEmulator};
 pub use pipedrive::{PipedriveConfig, PipedriveEmulator};
-pub use salesforce::{SalesforceConfig, SalesforceEmulator};
+pub use salesforce::{QueryFaults, SalesforceConfig, SalesforceEmulator};
 pub use servicenow::{ServiceNowConfig, ServiceNowEmulator};
 pub use zendesk::{ZendeskConfig, ZendeskEmulator};

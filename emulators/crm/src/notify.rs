@@ -25,6 +25,7 @@ pub struct Delivery {
     pub tries: u32,
 }
 
+#[derive(Clone)]
 struct Job {
     id: String,
     operation: String,
@@ -35,6 +36,48 @@ struct Job {
 struct State {
     pending: AtomicUsize,
     deliveries: std::sync::Mutex<Vec<Delivery>>,
+    disorder: std::sync::Mutex<DisorderStats>,
+}
+
+struct Sender {
+    http: reqwest::Client,
+    target_url: String,
+    secret: String,
+    state: Arc<State>,
+}
+
+impl Sender {
+    /// Posts one notification, signed afresh each try, retried as the Apex job retries.
+    async fn deliver(&self, job: Job) {
+        let mut status = None;
+        let mut tries = 0;
+        while tries < TRIES {
+            tries += 1;
+            let ts = Utc::now().timestamp().to_string();
+            let sig = webhook::verify::contract_signature(&self.secret, &ts, job.body.as_bytes());
+            let sent = self
+                .http
+                .post(&self.target_url)
+                .header("content-type", "application/json")
+                .header("x-crmsync-timestamp", &ts)
+                .header("x-crmsync-signature", sig)
+                .body(job.body.clone())
+                .send()
+                .await;
+            status = sent.ok().map(|r| r.status().as_u16());
+            if status.is_some_and(|s| (200..300).contains(&s)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50 << tries.min(5))).await;
+        }
+        lock(&self.state.deliveries).push(Delivery {
+            id: job.id,
+            operation: job.operation,
+            status,
+            tries,
+        });
+        self.state.pending.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Posts contract notifications to one endpoint from a background task.
@@ -43,9 +86,38 @@ pub struct ContractNotifier {
     state: Arc<State>,
 }
 
+/// How far delivery departs from "one POST per change, in order": Apex Queueable jobs and
+/// outbound messages run asynchronously and are retried, so a receiver sees repeats and changes
+/// out of order. Probabilities per notification, drawn from a seeded generator (replayable).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Disorder {
+    /// Share of notifications delivered a second time, up to `max_delay` later.
+    pub repeat_rate: f64,
+    /// Share of notifications held back for up to `max_delay`, so later changes overtake them.
+    pub delay_rate: f64,
+    pub max_delay: Duration,
+    pub seed: u64,
+}
+
+/// What disorder did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DisorderStats {
+    pub repeated: usize,
+    pub delayed: usize,
+}
+
 impl ContractNotifier {
     /// Starts the sender; it runs until the notifier is dropped.
     pub fn start(target_url: String, secret: String) -> ContractNotifier {
+        Self::start_disordered(target_url, secret, Disorder::default())
+    }
+
+    /// Starts a sender that repeats and reorders notifications as `disorder` says.
+    pub fn start_disordered(
+        target_url: String,
+        secret: String,
+        disorder: Disorder,
+    ) -> ContractNotifier {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let state = Arc::new(State::default());
         let st = state.clone();
@@ -54,38 +126,48 @@ impl ContractNotifier {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default();
+            let sender = Arc::new(Sender {
+                http,
+                target_url,
+                secret,
+                state: st.clone(),
+            });
+            let mut rng = disorder.seed.max(1);
+            let mut draw = move || {
+                rng ^= rng >> 12;
+                rng ^= rng << 25;
+                rng ^= rng >> 27;
+                (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+            };
             while let Some(job) = rx.recv().await {
-                let mut status = None;
-                let mut tries = 0;
-                while tries < TRIES {
-                    tries += 1;
-                    let ts = Utc::now().timestamp().to_string();
-                    let sig =
-                        webhook::verify::contract_signature(&secret, &ts, job.body.as_bytes());
-                    let sent = http
-                        .post(&target_url)
-                        .header("content-type", "application/json")
-                        .header("x-crmsync-timestamp", &ts)
-                        .header("x-crmsync-signature", sig)
-                        .body(job.body.clone())
-                        .send()
-                        .await;
-                    status = sent.ok().map(|r| r.status().as_u16());
-                    if status.is_some_and(|s| (200..300).contains(&s)) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50 << tries.min(5))).await;
+                let later = disorder.max_delay.mul_f64(draw());
+                if draw() < disorder.repeat_rate {
+                    st.pending.fetch_add(1, Ordering::SeqCst);
+                    lock(&st.disorder).repeated += 1;
+                    let (s, again) = (sender.clone(), job.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(later).await;
+                        s.deliver(again).await;
+                    });
                 }
-                lock(&st.deliveries).push(Delivery {
-                    id: job.id,
-                    operation: job.operation,
-                    status,
-                    tries,
-                });
-                st.pending.fetch_sub(1, Ordering::SeqCst);
+                if draw() < disorder.delay_rate {
+                    lock(&st.disorder).delayed += 1;
+                    let s = sender.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(later).await;
+                        s.deliver(job).await;
+                    });
+                    continue;
+                }
+                sender.deliver(job).await;
             }
         });
         ContractNotifier { tx, state }
+    }
+
+    /// How many notifications were repeated and held back.
+    pub fn disorder(&self) -> DisorderStats {
+        *lock(&self.state.disorder)
     }
 
     /// Queues one notification. `record` is the record as the CRM serialises it (`None` for a

@@ -128,6 +128,11 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Share of write operations failing with the documented SQL deadlock error (HTTP 500).
     pub deadlock_rate: f64,
+    /// Share of API requests answered only after `slow` more, the work already done: a client
+    /// whose timeout is shorter gives up on a request that took effect, and must retry it
+    /// idempotently.
+    pub slow_rate: f64,
+    pub slow: Duration,
     pub seed: u64,
 }
 
@@ -138,6 +143,8 @@ impl Default for Faults {
             error_5xx_rate: 0.0,
             drop_rate: 0.0,
             deadlock_rate: 0.0,
+            slow_rate: 0.0,
+            slow: Duration::ZERO,
             seed: 1,
         }
     }

@@ -50,6 +50,8 @@ pub struct Stats {
     pub throttled: u64,
     /// Connections closed without a response.
     pub dropped: u64,
+    /// Responses held back by the `slow_rate` fault.
+    pub slowed: u64,
     /// Responses by HTTP status.
     pub by_status: BTreeMap<u16, u64>,
     /// Highest number of API requests in flight at once.

@@ -252,6 +252,11 @@ async fn api_handler(
     if limits.simulate_cost && cost > Duration::ZERO {
         tokio::time::sleep(cost).await;
     }
+    if s.roll(|f| f.slow_rate) {
+        let slow = lock(&s.faults).0.slow;
+        lock(&s.stats).slowed += 1;
+        tokio::time::sleep(slow).await;
+    }
     finish(&s, resp, dop)
 }
 

@@ -51,6 +51,22 @@ impl ApiError {
 
     /// Daily allocation used up: 403 with REQUEST_LIMIT_EXCEEDED ("API Request Limits and
     /// Allocations"; the message names the limit that was hit).
+    pub fn query_timeout() -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "QUERY_TIMEOUT",
+            "Your query request was running for too long.",
+        )
+    }
+
+    pub fn concurrent_limit_exceeded() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "REQUEST_LIMIT_EXCEEDED",
+            "ConcurrentPerOrgLongTxn Limit exceeded.",
+        )
+    }
+
     pub fn limit_exceeded() -> ApiError {
         ApiError::new(
             StatusCode::FORBIDDEN,

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
 pub use config::SalesforceConfig;
-pub use routes::Stats;
+pub use routes::{QueryFaults, Stats};
 pub use store::StoreError;
 
 use crate::notify::ContractNotifier;
@@ -65,6 +65,7 @@ impl SalesforceEmulator {
             stats: Default::default(),
             next_url_origin: Default::default(),
             locators: AtomicU64::new(1),
+            query_faults: Default::default(),
         });
         let app = routes::router(shared.clone());
         let server = Server::spawn(listener, app, "salesforce");
@@ -118,6 +119,22 @@ impl SalesforceEmulator {
     /// notifier in `integrations/salesforce` posts it, signed with `secret`.
     pub fn notify_to(&self, url: &str, secret: &str) -> Arc<ContractNotifier> {
         let n = Arc::new(ContractNotifier::start(url.to_string(), secret.to_string()));
+        *lock(&self.notifier) = Some(n.clone());
+        n
+    }
+
+    /// As [`SalesforceEmulator::notify_to`], with notifications repeated and reordered.
+    pub fn notify_to_disordered(
+        &self,
+        url: &str,
+        secret: &str,
+        disorder: crate::notify::Disorder,
+    ) -> Arc<ContractNotifier> {
+        let n = Arc::new(ContractNotifier::start_disordered(
+            url.to_string(),
+            secret.to_string(),
+            disorder,
+        ));
         *lock(&self.notifier) = Some(n.clone());
         n
     }
@@ -224,6 +241,12 @@ impl SalesforceEmulator {
     /// back to a path with `None`.
     pub fn set_next_records_origin(&self, origin: Option<String>) {
         *lock(&self.shared.next_url_origin) = origin;
+    }
+
+    /// Injects query failures from now on (see [`QueryFaults`]).
+    pub fn set_query_faults(&self, f: QueryFaults) {
+        let seed = f.seed;
+        *lock(&self.shared.query_faults) = (f, seed);
     }
 
     pub fn stats(&self) -> Stats {

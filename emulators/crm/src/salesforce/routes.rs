@@ -44,6 +44,8 @@ pub struct Stats {
     pub query_more: u64,
     /// Sessions created by the token endpoint.
     pub sessions: u64,
+    /// Query requests answered with an injected failure ([`QueryFaults`]).
+    pub faults_injected: u64,
     pub by_status: BTreeMap<u16, u64>,
 }
 
@@ -60,6 +62,53 @@ pub struct Shared {
     /// refuse to send their token elsewhere).
     pub next_url_origin: Mutex<Option<String>>,
     pub locators: AtomicU64,
+    /// Injected query failures and the xorshift state they are drawn from.
+    pub query_faults: Mutex<(QueryFaults, u64)>,
+}
+
+/// Failures injected into `query`, `queryAll` and query-more requests, as probabilities drawn
+/// from a seeded generator (replayable). Both are documented API errors a long walk meets:
+/// - `QUERY_TIMEOUT` (HTTP 400): "the query has timed out" (SOAP/REST API "Status Codes and
+///   Error Responses" / `ExceptionCode`); the same request may succeed later.
+/// - `REQUEST_LIMIT_EXCEEDED` (HTTP 403) "ConcurrentPerOrgLongTxn Limit exceeded": more than
+///   the allowed long-running requests at once ("Salesforce Developer Limits and Allocations
+///   Quick Reference", concurrent API request limits), a pause rather than a failure.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryFaults {
+    pub timeout_rate: f64,
+    pub concurrency_limit_rate: f64,
+    pub seed: u64,
+}
+
+impl Shared {
+    /// The injected failure for this query request, if one is drawn.
+    fn query_fault(&self) -> Option<ApiError> {
+        let mut g = lock(&self.query_faults);
+        let (faults, state) = &mut *g;
+        let mut draw = || {
+            // xorshift64*
+            let mut x = if *state == 0 {
+                0x9E37_79B9_7F4A_7C15
+            } else {
+                *state
+            };
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            *state = x;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let e = if draw() < faults.timeout_rate {
+            ApiError::query_timeout()
+        } else if draw() < faults.concurrency_limit_rate {
+            ApiError::concurrent_limit_exceeded()
+        } else {
+            return None;
+        };
+        drop(g);
+        lock(&self.stats).faults_injected += 1;
+        Some(e)
+    }
 }
 
 /// Locks a mutex, recovering from poisoning: every mutation here is a single replace.
@@ -231,6 +280,9 @@ fn start_query(
 ) -> Result<Response, ApiError> {
     check_version(version)?;
     lock(&sh.stats).queries += 1;
+    if let Some(e) = sh.query_fault() {
+        return Err(e);
+    }
     let q = params
         .get("q")
         .ok_or_else(|| ApiError::bad_request("MALFORMED_QUERY", "A query string is required"))?;
@@ -258,6 +310,9 @@ async fn query_more(
 ) -> Result<Response, ApiError> {
     check_version(&version)?;
     lock(&sh.stats).query_more += 1;
+    if let Some(e) = sh.query_fault() {
+        return Err(e);
+    }
     let (loc, offset) = locator
         .rsplit_once('-')
         .and_then(|(l, o)| Some((l.to_string(), o.parse::<usize>().ok()?)))
