@@ -32,6 +32,10 @@ pub struct SalesforceConfig {
     pub jwt_certificate_pem: Option<String>,
     /// The username a JWT's `sub` must name: the pre-authorised integration user.
     pub username: String,
+    /// A System Administrator of the org, and an access token of theirs that is valid from the
+    /// start (as if they had logged in): what `crm-sync connect salesforce` provisions with.
+    pub admin_username: String,
+    pub admin_token: String,
 }
 
 impl Default for SalesforceConfig {
@@ -54,6 +58,8 @@ impl Default for SalesforceConfig {
             org_id: "00DDn000000EmuAAA".into(),
             jwt_certificate_pem: None,
             username: "integration@emulator.example".into(),
+            admin_username: "admin@emulator.example".into(),
+            admin_token: "00DDn000000EmuA!ARadmin-session-emulator".into(),
         }
     }
 }

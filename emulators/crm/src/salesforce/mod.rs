@@ -6,15 +6,19 @@
 //!
 //! Module map: `config` (knobs), `schema` (objects, fields, ids, datetimes), `store` (records),
 //! `generate` (seeded data), `soql` (parser), `query` (evaluation and record shape), `auth`
-//! (token endpoint), `error` (error bodies), `routes` (HTTP).
+//! (token endpoint), `error` (error bodies), `routes` (HTTP), `setup` (users, permission sets,
+//! connected apps: what a session may read is enforced on every query, describe and retrieve),
+//! `metadata` (the Metadata API's SOAP calls for ConnectedApp).
 
 mod auth;
 pub mod config;
 mod error;
 pub(crate) mod generate;
+mod metadata;
 mod query;
 mod routes;
 mod schema;
+mod setup;
 mod soql;
 mod store;
 
@@ -55,6 +59,11 @@ impl SalesforceEmulator {
         let mut store = Store::new("Dn", cfg.seed % 1_000_000);
         generate::populate(&mut store, &cfg);
         let limit = cfg.daily_limit;
+        let (cfg_admin_username, cfg_admin_token, cfg_username) = (
+            cfg.admin_username.clone(),
+            cfg.admin_token.clone(),
+            cfg.username.clone(),
+        );
         let shared = Arc::new(Shared {
             cfg,
             base_url: format!("http://127.0.0.1:{port}"),
@@ -66,6 +75,11 @@ impl SalesforceEmulator {
             next_url_origin: Default::default(),
             locators: AtomicU64::new(1),
             query_faults: Default::default(),
+            setup: std::sync::Mutex::new(setup::Setup::new(
+                &cfg_admin_username,
+                &cfg_admin_token,
+                &cfg_username,
+            )),
         });
         let app = routes::router(shared.clone());
         let server = Server::spawn(listener, app, "salesforce");
@@ -219,6 +233,7 @@ impl SalesforceEmulator {
     /// admin revoking the integration user's sessions; locators die with their session).
     pub fn expire_sessions(&self) {
         lock(&self.shared.tokens).expire_all();
+        lock(&self.shared.setup).expire_app_sessions();
         lock(&self.shared.cursors).clear();
     }
 
@@ -247,6 +262,22 @@ impl SalesforceEmulator {
     pub fn set_query_faults(&self, f: QueryFaults) {
         let seed = f.seed;
         *lock(&self.shared.query_faults) = (f, seed);
+    }
+
+    /// The administrator's access token (as if the admin had logged in), for provisioning.
+    pub fn admin_token(&self) -> String {
+        self.shared.cfg.admin_token.clone()
+    }
+
+    /// Every record of a setup object (`PermissionSet`, `FieldPermissions`, `User`, ...), to
+    /// look at what was provisioned.
+    pub fn setup_records(&self, object: &str) -> Vec<Map<String, Value>> {
+        lock(&self.shared.setup).all(object)
+    }
+
+    /// Full names of the connected apps created through the Metadata API.
+    pub fn connected_apps(&self) -> Vec<String> {
+        lock(&self.shared.setup).apps.keys().cloned().collect()
     }
 
     pub fn stats(&self) -> Stats {

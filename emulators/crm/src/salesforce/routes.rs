@@ -7,13 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::{Form, Path, Query, Request, State};
+use axum::extract::{Extension, Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, DurationRound, Utc};
+use serde_json::Map;
 use serde_json::{Value, json};
 
 use super::auth::{Tokens, bearer};
@@ -21,6 +22,7 @@ use super::config::SalesforceConfig;
 use super::error::ApiError;
 use super::query::{run, shape};
 use super::schema::{Object, Ty, canonical_id, format_datetime, make_id};
+use super::setup::{Grants, Principal, Setup, setup_object, unsupported_type};
 use super::soql;
 use super::store::{Rec, Store};
 
@@ -64,6 +66,8 @@ pub struct Shared {
     pub locators: AtomicU64,
     /// Injected query failures and the xorshift state they are drawn from.
     pub query_faults: Mutex<(QueryFaults, u64)>,
+    /// Users, permission sets, connected apps created through the API, and their sessions.
+    pub setup: Mutex<Setup>,
 }
 
 /// Failures injected into `query`, `queryAll` and query-more requests, as probabilities drawn
@@ -81,6 +85,11 @@ pub struct QueryFaults {
 }
 
 impl Shared {
+    /// What a session may read of Account and Contact.
+    fn grants(&self, p: &Principal) -> Grants {
+        lock(&self.setup).grants(p)
+    }
+
     /// The injected failure for this query request, if one is drawn.
     fn query_fault(&self) -> Option<ApiError> {
         let mut g = lock(&self.query_faults);
@@ -153,10 +162,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/services/data/{version}/sobjects/{object}/describe/",
             get(describe),
         )
+        .route("/services/data/{version}/sobjects/{object}", post(create))
+        .route(
+            "/services/data/{version}/sobjects/{object}/{id}",
+            get(read_record).patch(update_record).delete(delete_record),
+        )
         .fallback(|| async { ApiError::not_found() })
         .layer(middleware::from_fn_with_state(shared.clone(), gate));
     Router::new()
         .route("/services/oauth2/token", post(token))
+        .route("/services/Soap/m/{version}", post(super::metadata::soap))
         .merge(data)
         .layer(middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)
@@ -175,8 +190,23 @@ async fn count(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respo
 
 /// Session check, then the daily allocation, then the handler; the usage header goes on
 /// every API response, errors included.
-async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let authorised = bearer(req.headers()).is_some_and(|t| lock(&sh.tokens).is_valid(t));
+async fn gate(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    // The default connected app's sessions run as its integration user; sessions of apps
+    // created through the Metadata API (and the admin's) as their own users.
+    let principal = bearer(req.headers()).and_then(|t| {
+        if lock(&sh.tokens).is_valid(t) {
+            let setup = lock(&sh.setup);
+            setup
+                .user_by_name(&sh.cfg.username)
+                .map(|user_id| Principal { user_id })
+        } else {
+            lock(&sh.setup).principal(t)
+        }
+    });
+    let authorised = principal.is_some();
+    if let Some(p) = principal {
+        req.extensions_mut().insert(p);
+    }
     let mut res = if !authorised {
         ApiError::invalid_session().into_response()
     } else {
@@ -207,7 +237,32 @@ async fn token(
     State(sh): State<Arc<Shared>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let issued = lock(&sh.tokens).issue(&sh.cfg, &sh.base_url, &form);
+    let app = form
+        .get("client_id")
+        .filter(|id| {
+            *id != &sh.cfg.client_id
+                && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        })
+        .and_then(|id| {
+            let secret = form.get("client_secret").map(String::as_str).unwrap_or("");
+            lock(&sh.setup).issue_for_app(id, secret)
+        });
+    let issued = match app {
+        Some(Ok((token, fresh))) => Ok((
+            json!({
+                "access_token": token,
+                "signature": "",
+                "token_format": "opaque",
+                "instance_url": sh.base_url,
+                "id": format!("{}/id/{}/005", sh.base_url, sh.cfg.org_id),
+                "token_type": "Bearer",
+                "issued_at": Utc::now().timestamp_millis().to_string(),
+            }),
+            fresh,
+        )),
+        Some(Err(e)) => Err(e),
+        None => lock(&sh.tokens).issue(&sh.cfg, &sh.base_url, &form),
+    };
     match issued {
         Ok((body, fresh)) => {
             if fresh {
@@ -255,24 +310,35 @@ fn batch_size(headers: &HeaderMap) -> usize {
 
 async fn query(
     State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
     Path(version): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    start_query(&sh, &version, &params, &headers, false)
+    start_query(&sh, &who, &version, &params, &headers, false)
 }
 
 async fn query_all(
     State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
     Path(version): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    start_query(&sh, &version, &params, &headers, true)
+    start_query(&sh, &who, &version, &params, &headers, true)
+}
+
+/// The object after FROM, if the query names a setup object.
+fn setup_from(q: &str) -> Option<(&'static str, String)> {
+    let mut words = q.split_whitespace();
+    words.find(|w| w.eq_ignore_ascii_case("FROM"))?;
+    let name = words.next()?;
+    setup_object(name).map(|o| (o, name.to_string()))
 }
 
 fn start_query(
     sh: &Shared,
+    who: &Principal,
     version: &str,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -286,7 +352,21 @@ fn start_query(
     let q = params
         .get("q")
         .ok_or_else(|| ApiError::bad_request("MALFORMED_QUERY", "A query string is required"))?;
-    let parsed = soql::parse(q).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    if let Some((_, name)) = setup_from(q) {
+        let setup = lock(&sh.setup);
+        if !setup.is_admin(who) {
+            return Err(ApiError::bad_request(
+                "INVALID_TYPE",
+                format!(
+                    "\n{q}\nsObject type '{name}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names."
+                ),
+            ));
+        }
+        return Ok(Json(setup.query(q, version)?).into_response());
+    }
+    let grants = sh.grants(who);
+    let parsed = soql::parse_visible(q, &|o, f| grants.can_read(o, f))
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
     let rows = Arc::new(run(&lock(&sh.store), &parsed, all));
     let n = sh.locators.fetch_add(1, Ordering::Relaxed);
     // Query locators look like record ids ("01gD0000002HU6KIAW" in the docs' example).
@@ -357,6 +437,16 @@ fn page(
     body
 }
 
+/// An object the session may read; one it may not is "not supported", as for an unknown one.
+fn readable_object(sh: &Shared, who: &Principal, name: &str) -> Result<Object, ApiError> {
+    let object = object_param(name)?;
+    if sh.grants(who).can_read(object, None) {
+        Ok(object)
+    } else {
+        Err(unsupported_type(name))
+    }
+}
+
 fn object_param(name: &str) -> Result<Object, ApiError> {
     Object::parse(name).ok_or_else(|| {
         ApiError::new(
@@ -412,11 +502,12 @@ fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
 /// "sObject Get Updated": ids changed in [start, end], ≤ 30 days back, by SystemModstamp.
 async fn updated(
     State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
     Path((version, object)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     check_version(&version)?;
-    let object = object_param(&object)?;
+    let object = readable_object(&sh, &who, &object)?;
     let (start, end) = window(&params, 30)?;
     let store = lock(&sh.store);
     let ids: Vec<&str> = store
@@ -431,11 +522,12 @@ async fn updated(
 /// "sObject Get Deleted": the delete log in [start, end], ≤ 15 days back.
 async fn deleted(
     State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
     Path((version, object)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     check_version(&version)?;
-    let object = object_param(&object)?;
+    let object = readable_object(&sh, &who, &object)?;
     let (start, end) = window(&params, 15)?;
     let store = lock(&sh.store);
     let log: Vec<(&str, DateTime<Utc>)> = store
@@ -466,13 +558,25 @@ async fn deleted(
 
 /// "sObject Describe" (REST API Developer Guide): the object's metadata with a `fields` array,
 /// each field's `name`, `label`, `type` (id, string, boolean, int, date, datetime, address) and
-/// whether it is `filterable`. Only the fields the emulator serves are listed.
-async fn describe(Path((version, object)): Path<(String, String)>) -> Result<Response, ApiError> {
+/// whether it is `filterable` and `permissionable` (field-level security applies). Only the
+/// fields the emulator serves and this session may read are listed: a field hidden by
+/// field-level security is absent from describe, and an object the user may not read is not
+/// found ("Field-Level Security" and "DescribeFieldResult", SOAP API Developer Guide).
+async fn describe(
+    State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Path((version, object)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     check_version(&version)?;
-    let object = object_param(&object)?;
+    if let Some(o) = setup_object(&object) {
+        return Err(unsupported_type(o));
+    }
+    let object = readable_object(&sh, &who, &object)?;
+    let grants = sh.grants(&who);
     let fields: Vec<Value> = object
         .fields()
         .iter()
+        .filter(|(name, _)| grants.can_read(object, Some(name)))
         .map(|(name, ty)| {
             let ty_name = match ty {
                 Ty::Id => "id",
@@ -488,6 +592,7 @@ async fn describe(Path((version, object)): Path<(String, String)>) -> Result<Res
                 "label": name,
                 "type": ty_name,
                 "filterable": !matches!(ty, Ty::Address(_)),
+                "permissionable": object.permissionable(name),
             })
         })
         .collect();
@@ -509,11 +614,13 @@ async fn describe(Path((version, object)): Path<(String, String)>) -> Result<Res
 /// where the id is invalid or not accessible; an invalid field name is a 400.
 async fn retrieve(
     State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
     Path((version, object)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     check_version(&version)?;
-    let object = object_param(&object)?;
+    let object = readable_object(&sh, &who, &object)?;
+    let grants = sh.grants(&who);
     let list = |k: &str| -> Result<Vec<String>, ApiError> {
         let raw = params
             .get(k)
@@ -526,12 +633,15 @@ async fn retrieve(
     let (ids, names) = (list("ids")?, list("fields")?);
     let mut fields = Vec::new();
     for n in &names {
-        let f = object.field(n).ok_or_else(|| {
-            ApiError::bad_request(
-                "INVALID_FIELD",
-                format!("No such column '{n}' on entity '{}'", object.name()),
-            )
-        })?;
+        let f = object
+            .field(n)
+            .filter(|(f, _)| grants.can_read(object, Some(f)))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "INVALID_FIELD",
+                    format!("No such column '{n}' on entity '{}'", object.name()),
+                )
+            })?;
         fields.push(f);
     }
     let store = lock(&sh.store);
@@ -545,4 +655,70 @@ async fn retrieve(
         })
         .collect();
     Ok(Json(Value::Array(out)).into_response())
+}
+
+/// A setup object this admin session may change; anything else is not found.
+fn setup_param(sh: &Shared, who: &Principal, name: &str) -> Result<&'static str, ApiError> {
+    match setup_object(name) {
+        Some(o) if lock(&sh.setup).is_admin(who) => Ok(o),
+        _ => Err(unsupported_type(name)),
+    }
+}
+
+/// "Create a Record" (REST API Developer Guide): 201 with `{id, success, errors}`.
+async fn create(
+    State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Path((version, object)): Path<(String, String)>,
+    Json(body): Json<Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    let object = setup_param(&sh, &who, &object)?;
+    let id = lock(&sh.setup).create(object, body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "success": true, "errors": []})),
+    )
+        .into_response())
+}
+
+/// "Retrieve a Record": the record with every field.
+async fn read_record(
+    State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Path((version, object, id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    let object = setup_param(&sh, &who, &object)?;
+    let id = canonical_id(&id).ok_or_else(ApiError::not_found)?;
+    let rec = lock(&sh.setup).shaped(object, &version, &id);
+    rec.map(|r| Json(r).into_response())
+        .ok_or_else(ApiError::not_found)
+}
+
+/// "Update a Record": 204 No Content.
+async fn update_record(
+    State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Path((version, object, id)): Path<(String, String, String)>,
+    Json(body): Json<Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    let object = setup_param(&sh, &who, &object)?;
+    let id = canonical_id(&id).ok_or_else(ApiError::not_found)?;
+    lock(&sh.setup).update(object, &id, body)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// "Delete a Record": 204 No Content.
+async fn delete_record(
+    State(sh): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Path((version, object, id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    let object = setup_param(&sh, &who, &object)?;
+    let id = canonical_id(&id).ok_or_else(ApiError::not_found)?;
+    lock(&sh.setup).delete(object, &id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

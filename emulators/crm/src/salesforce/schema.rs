@@ -59,6 +59,34 @@ impl Object {
         }
     }
 
+    /// Whether field-level security applies to a field (describe's `permissionable`): ids,
+    /// audit fields, the name fields an object requires and compound fields are always readable
+    /// with the object, and FieldPermissions refuses them ("FieldPermissions", Object Reference:
+    /// `Field` is a restricted picklist of the permissionable fields). Compound address fields
+    /// follow their components.
+    pub fn permissionable(self, field: &str) -> bool {
+        const ALWAYS: &[&str] = &[
+            "Id",
+            "IsDeleted",
+            "MasterRecordId",
+            "OwnerId",
+            "CreatedDate",
+            "CreatedById",
+            "LastModifiedDate",
+            "LastModifiedById",
+            "SystemModstamp",
+        ];
+        let name_fields: &[&str] = match self {
+            Object::Account => &["Name"],
+            Object::Contact => &["Name", "LastName", "FirstName", "Salutation"],
+        };
+        !ALWAYS
+            .iter()
+            .chain(name_fields)
+            .any(|f| f.eq_ignore_ascii_case(field))
+            && !matches!(self.field(field), Some((_, Ty::Address(_))) | None)
+    }
+
     /// The canonical spelling and type of a field, matched case-insensitively.
     pub fn field(self, name: &str) -> Option<(&'static str, Ty)> {
         self.fields()
@@ -184,18 +212,19 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 /// The 18-character id of record number `n` of an object: key prefix, a two-character pod
 /// marker, ten base-62 digits, then the case-safe suffix.
 pub fn make_id(object: Object, pod: &str, n: u64) -> String {
+    make_prefixed_id(object.key_prefix(), pod, n)
+}
+
+/// As [`make_id`], for any three-character key prefix (setup objects: `0PS` PermissionSet,
+/// `005` User, ...).
+pub fn make_prefixed_id(prefix: &str, pod: &str, n: u64) -> String {
     let mut digits = [b'0'; 10];
     let mut v = n;
     for d in digits.iter_mut().rev() {
         *d = BASE62[(v % 62) as usize];
         v /= 62;
     }
-    let id15 = format!(
-        "{}{}{}",
-        object.key_prefix(),
-        pod,
-        String::from_utf8_lossy(&digits)
-    );
+    let id15 = format!("{}{}{}", prefix, pod, String::from_utf8_lossy(&digits));
     // Only letters and digits went in, so the suffix computation cannot fail.
     canonical_id(&id15).unwrap_or(id15)
 }

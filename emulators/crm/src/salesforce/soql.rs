@@ -94,15 +94,33 @@ enum Tok {
     Sym(&'static str),
 }
 
+/// Whether the session may read an object (`None`) or one of its fields.
+pub type CanRead<'a> = &'a dyn Fn(Object, Option<&str>) -> bool;
+
 struct Parser<'a> {
     text: &'a str,
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    can_read: CanRead<'a>,
 }
 
+#[cfg(test)]
 pub fn parse(text: &str) -> Result<Query, SoqlError> {
+    parse_visible(text, &|_, _| true)
+}
+
+/// Parses as the session sees the schema: an object it may not read is not supported and a
+/// field hidden by field-level security does not exist, in the very words Salesforce uses for
+/// an unknown object or column ("Field-Level Security", Salesforce Help: a field hidden from a
+/// user is absent from its API results and refused in queries as `INVALID_FIELD`).
+pub fn parse_visible(text: &str, can_read: CanRead<'_>) -> Result<Query, SoqlError> {
     let toks = lex(text)?;
-    let mut p = Parser { text, toks, pos: 0 };
+    let mut p = Parser {
+        text,
+        toks,
+        pos: 0,
+        can_read,
+    };
     p.query()
 }
 
@@ -283,7 +301,9 @@ impl Parser<'_> {
         }
         self.expect_kw("FROM")?;
         let (obj_name, _) = self.word()?;
-        let object = Object::parse(&obj_name).ok_or_else(|| {
+        let object = Object::parse(&obj_name)
+            .filter(|o| (self.can_read)(*o, None))
+            .ok_or_else(|| {
             SoqlError::InvalidType(format!(
                 "\n{}\nsObject type '{obj_name}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names.",
                 self.text
@@ -349,7 +369,10 @@ impl Parser<'_> {
         name: &str,
         off: usize,
     ) -> Result<(&'static str, Ty), SoqlError> {
-        object.field(name).ok_or_else(|| {
+        object
+            .field(name)
+            .filter(|(n, _)| (self.can_read)(object, Some(n)))
+            .ok_or_else(|| {
             SoqlError::InvalidField(format!(
                 "{}No such column '{name}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
                 self.locate(off),
