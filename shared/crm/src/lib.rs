@@ -9,6 +9,7 @@ pub mod memory;
 pub mod pipedrive;
 pub mod reader;
 pub mod salesforce;
+pub mod salesforce_connect;
 pub mod servicenow;
 pub mod zendesk;
 

@@ -385,27 +385,67 @@ impl SalesforceClient {
         target: impl Fn(&Session) -> Result<Url, CrmError>,
         batch: Option<u32>,
     ) -> Result<Value, CrmError> {
+        self.get_coded(target, batch).await.map_err(|(e, _)| e)
+    }
+
+    /// A read of `entity` (query, query more): a refusal because the integration user may not
+    /// read a field or the object (`INVALID_FIELD`, `INVALID_TYPE`, `INSUFFICIENT_ACCESS`:
+    /// field-level security hides a field exactly as if it did not exist) names every mapped
+    /// field it cannot read, found through describe, and says how to grant them.
+    async fn read(
+        &self,
+        entity: Entity,
+        target: impl Fn(&Session) -> Result<Url, CrmError>,
+        batch: Option<u32>,
+    ) -> Result<Value, CrmError> {
+        match self.get_coded(target, batch).await {
+            Ok(v) => Ok(v),
+            Err((e, code)) if ACCESS_CODES.contains(&code.as_str()) => {
+                let wanted: Vec<String> = self.select_list(entity);
+                let hidden = match self.check(entity, &wanted).await {
+                    Ok(fc) if !fc.unreadable.is_empty() => fc.unreadable,
+                    _ => Vec::new(),
+                };
+                Err(unreadable_error(object_name(entity), &hidden, &code, &e))
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// As [`SalesforceClient::get`], with the error code Salesforce gave.
+    async fn get_coded(
+        &self,
+        target: impl Fn(&Session) -> Result<Url, CrmError>,
+        batch: Option<u32>,
+    ) -> Result<Value, (CrmError, String)> {
+        let plain = |e: CrmError| (e, String::new());
         for attempt in 0..2 {
-            let s = self.session().await?;
-            let url = target(&s)?;
+            let s = self.session().await.map_err(plain)?;
+            let url = target(&s).map_err(plain)?;
             self.pace().await;
             let mut rb = self.http.get(url).bearer_auth(&s.token);
             if let Some(n) = batch {
                 rb = rb.header("Sforce-Query-Options", format!("batchSize={n}"));
             }
-            let resp = rb
-                .send()
-                .await
-                .map_err(|e| CrmError::Unavailable(format!("Salesforce: {}", e.without_url())))?;
+            let resp = rb.send().await.map_err(|e| {
+                plain(CrmError::Unavailable(format!(
+                    "Salesforce: {}",
+                    e.without_url()
+                )))
+            })?;
             self.observe_usage(resp.headers());
             let status = resp.status();
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| CrmError::Unavailable(format!("Salesforce: {}", e.without_url())))?;
+            let text = resp.text().await.map_err(|e| {
+                plain(CrmError::Unavailable(format!(
+                    "Salesforce: {}",
+                    e.without_url()
+                )))
+            })?;
             if status.is_success() {
                 return serde_json::from_str(&text).map_err(|e| {
-                    CrmError::Permanent(format!("unreadable Salesforce response: {e}"))
+                    plain(CrmError::Permanent(format!(
+                        "unreadable Salesforce response: {e}"
+                    )))
                 });
             }
             let (code, message) = api_error(&text);
@@ -414,11 +454,11 @@ impl SalesforceClient {
                 self.invalidate(&s).await;
                 continue;
             }
-            return Err(classify(status, &code, &message));
+            return Err((classify(status, &code, &message), code));
         }
-        Err(CrmError::Access(
+        Err(plain(CrmError::Access(
             "Salesforce rejected a fresh session (INVALID_SESSION_ID)".into(),
-        ))
+        )))
     }
 
     /// Slows down while the org is above 90 % of its daily allocation.
@@ -457,15 +497,16 @@ impl SalesforceClient {
         Ok(url)
     }
 
-    /// Runs a query and follows it to the end (for bounded queries such as `Id IN (...)`).
-    async fn query_all_pages(&self, soql: &str) -> Result<Vec<Value>, CrmError> {
-        let mut body = self.get(|s| self.query_url(s, soql), None).await?;
+    /// Runs a query over `entity` and follows it to the end (for bounded queries such as
+    /// `Id IN (...)`).
+    async fn query_all_pages(&self, entity: Entity, soql: &str) -> Result<Vec<Value>, CrmError> {
+        let mut body = self.read(entity, |s| self.query_url(s, soql), None).await?;
         let mut out = Vec::new();
         loop {
             let (records, next, _, _) = parse_page(&mut body)?;
             out.extend(records);
             match next {
-                Some(n) => body = self.get(|s| next_url(s, &n), None).await?,
+                Some(n) => body = self.read(entity, |s| next_url(s, &n), None).await?,
                 None => return Ok(out),
             }
         }
@@ -478,10 +519,11 @@ impl CrmReader for SalesforceClient {
         // 200..2,000 is what Salesforce accepts ("Query Options Header"); it may send fewer.
         let batch = req.page_size.clamp(200, 2000);
         let mut body = match &req.cursor {
-            Some(c) => self.get(|s| next_url(s, c), Some(batch)).await?,
+            Some(c) => self.read(entity, |s| next_url(s, c), Some(batch)).await?,
             None => {
                 let soql = self.soql(entity, req);
-                self.get(|s| self.query_url(s, &soql), Some(batch)).await?
+                self.read(entity, |s| self.query_url(s, &soql), Some(batch))
+                    .await?
             }
         };
         let (records, next, done, total) = parse_page(&mut body)?;
@@ -561,7 +603,7 @@ impl CrmReader for SalesforceClient {
                 object_name(entity),
                 list.join(", ")
             );
-            for r in self.query_all_pages(&soql).await? {
+            for r in self.query_all_pages(entity, &soql).await? {
                 if let Some(id) = r.get("Id").and_then(Value::as_str) {
                     found.insert(id.to_string(), r);
                 }
@@ -703,6 +745,32 @@ fn parse_usage(v: &str) -> Option<(u64, u64)> {
     Some((used.trim().parse().ok()?, limit.trim().parse().ok()?))
 }
 
+/// Refusals that mean the integration user may not read a field or an object the mapping needs
+/// ("Status Codes and Error Responses"; SOAP API `ExceptionCode`).
+const ACCESS_CODES: &[&str] = &["INVALID_FIELD", "INVALID_TYPE", "INSUFFICIENT_ACCESS"];
+
+/// The error for a read refused for want of access: it names the fields (`Contact.Title`, or
+/// the object when describe could not tell) and how to grant them. Not retryable: the same
+/// read fails until the permission set changes.
+fn unreadable_error(object: &str, hidden: &[String], code: &str, cause: &CrmError) -> CrmError {
+    let what = if hidden.is_empty() {
+        format!("{object} or a field of it the mapping reads")
+    } else {
+        hidden
+            .iter()
+            .map(|f| format!("{object}.{f}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let detail = match cause {
+        CrmError::Permanent(m) | CrmError::Access(m) => m.lines().last().unwrap_or(m).to_string(),
+        other => other.to_string(),
+    };
+    CrmError::Access(format!(
+        "the Salesforce integration user cannot read {what} ({code}: {detail}); run `crm-sync connect salesforce --reconnect --config FILE` to grant the fields the mapping reads"
+    ))
+}
+
 /// The first `{errorCode, message}` of an error body (a JSON array, "Status Codes and Error
 /// Responses").
 fn api_error(text: &str) -> (String, String) {
@@ -766,6 +834,29 @@ mod tests {
 
     fn ts(s: &str) -> Option<DateTime<Utc>> {
         mapping::transform::parse_timestamp(&Value::String(s.to_string()))
+    }
+
+    #[test]
+    fn an_unreadable_field_names_itself_and_the_fix() {
+        let cause = classify(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            "\nSELECT Id, Title FROM Contact\n           ^\nERROR at Row:1:Column:12\nNo such column 'Title' on entity 'Contact'.",
+        );
+        let e = unreadable_error(
+            "Contact",
+            &["Title".into(), "Department".into()],
+            "INVALID_FIELD",
+            &cause,
+        );
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(text.contains("Contact.Title, Contact.Department"), "{text}");
+        assert!(
+            text.contains("crm-sync connect salesforce --reconnect"),
+            "{text}"
+        );
+        assert!(text.contains("No such column 'Title'"), "{text}");
     }
 
     #[test]
