@@ -2,10 +2,12 @@
 //! it to the embedded emulators; `webhook_server` is the webhook endpoint; `demo` is the README's
 //! main command; `progress` draws its progress bar; `serve` runs the steps over the state file's
 //! queues (`durable_queue`, `jobs`) or a deployed stack's (`stack`); `check` proves a deployment
-//! will work (verdicts in `preflight`); `reconcile` compares a CRM with Dataverse and queues the
+//! will work (verdicts in `preflight`); `connect` provisions a source's least-privilege
+//! connection; `reconcile` compares a CRM with Dataverse and queues the
 //! fixes; `dlq` and `dlq_cmd` inspect and replay the dead-letter queues.
 
 pub mod check;
+pub mod connect;
 pub mod demo;
 pub mod dlq;
 pub mod dlq_cmd;

@@ -1,6 +1,7 @@
 //! `crm-sync`: the command line. Each subcommand lives in its own module; this file only parses
 //! arguments and maps outcomes to exit codes (0 ok, 1 some records failed, 2 unusable input).
 
+mod connect_args;
 mod dlq_args;
 mod map_cmd;
 mod reconcile_cmd;
@@ -82,6 +83,16 @@ enum Command {
         /// Configuration file (the same one serve and the Lambdas run with).
         #[arg(long, default_value = "crm-sync.toml")]
         config: PathBuf,
+    },
+    /// Provision, verify or update a source's server-to-server connection, least privilege.
+    Connect {
+        #[command(subcommand)]
+        target: connect_args::ConnectTarget,
+    },
+    /// Remove what `connect` provisioned.
+    Disconnect {
+        #[command(subcommand)]
+        target: connect_args::DisconnectTarget,
     },
     /// Run the pipeline on this machine against the configured CRMs and Dataverse, without AWS:
     /// the webhook endpoint (POST /webhooks/{source}), the sync worker and the Dataverse upsert
@@ -509,6 +520,8 @@ fn main() -> ExitCode {
             payload_file,
         }),
         Command::Check { config } => check(&config),
+        Command::Connect { target } => connect_args::connect(target),
+        Command::Disconnect { target } => connect_args::disconnect(target),
         Command::Serve {
             config,
             listen,
