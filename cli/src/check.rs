@@ -28,11 +28,32 @@ pub async fn run(path: &Path) -> anyhow::Result<Vec<Line>> {
         .filter_map(|s| sources.get(&s.id))
         .collect();
     let mut lines = dataverse_checks(&cfg, &mappers).await;
+    let provisioned = crate::connect::load_state(path).unwrap_or_default();
     for (i, (source, mapper)) in cfg.sources.iter().zip(&mappers).enumerate() {
         let id = source.id.as_str();
         match &source.connection {
             None => lines.push(verdict::no_connection(id)),
-            Some(v) => lines.extend(crm_checks(i, source, v, mapper).await),
+            Some(v) => {
+                let mut found = crm_checks(i, source, v, mapper).await;
+                if source.kind == mapping::CrmKind::Salesforce {
+                    // The connection `crm-sync connect` made: its permission set is what a
+                    // reconnect brings up to the mappings.
+                    let state = provisioned.salesforce.get(id);
+                    for l in found
+                        .iter_mut()
+                        .filter(|l| l.status == verdict::Status::Fail)
+                    {
+                        if l.check.ends_with(" fields") && state.is_some() {
+                            l.fix = Some(format!(
+                                "crm-sync connect salesforce --reconnect --config {} (grants the fields the mappings read now)",
+                                path.display()
+                            ));
+                        }
+                    }
+                    found.push(verdict::salesforce_connection(id, state, path));
+                }
+                lines.extend(found);
+            }
         }
         let hook = source.webhook.as_ref().map(|v| webhook_secrets(i, v));
         lines.push(verdict::webhook(id, hook.as_ref()));

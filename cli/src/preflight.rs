@@ -504,6 +504,35 @@ pub fn crm_access(source: &str, found: &Result<Vec<(Entity, FieldCheck)>, CrmErr
     lines
 }
 
+/// Whether a Salesforce source's connection was provisioned by `crm-sync connect` (ids in the
+/// connection state file beside the configuration) or made by hand.
+pub fn salesforce_connection(
+    source: &str,
+    state: Option<&crm::salesforce_connect::ConnectionState>,
+    config: &std::path::Path,
+) -> Line {
+    let check = format!("source {source}: Salesforce connection");
+    match state {
+        Some(s) => Line::pass(
+            check,
+            format!(
+                "provisioned by crm-sync connect: permission set {}, integration user {}, connected app {}",
+                s.permission_set_id.as_deref().unwrap_or("?"),
+                s.username.as_deref().unwrap_or("?"),
+                s.connected_app.as_deref().unwrap_or("(not created yet)"),
+            ),
+        ),
+        None => Line::warn(
+            check,
+            "not provisioned by crm-sync connect (made by hand, or connect not run yet)",
+            format!(
+                "crm-sync connect salesforce --config {} creates a least-privilege permission set, integration user and connected app",
+                config.display()
+            ),
+        ),
+    }
+}
+
 /// A source without `[sources.connection]`.
 pub fn no_connection(source: &str) -> Line {
     Line::warn(

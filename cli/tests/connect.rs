@@ -245,6 +245,27 @@ async fn connect_verify_sync_add_a_field_reconnect_sync_and_disconnect() {
         r.out
     );
     assert!(r.out.contains("--reconnect"), "{}", r.out);
+    // `crm-sync check` reports the connection and the same fix.
+    let r = crm_sync(&w, &["check"]).await;
+    assert_eq!(r.code, 1, "{}", r.out);
+    assert!(
+        r.out.contains(
+            "PASS  source salesforce: Salesforce connection: provisioned by crm-sync connect"
+        ),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out.contains("FAIL  source salesforce: contact fields: not readable by the integration user: Department"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out
+            .contains("fix: crm-sync connect salesforce --reconnect"),
+        "{}",
+        r.out
+    );
     let (state, error) = sync(&w).await;
     assert_eq!(state, "failed");
     let error = error.expect("the failure is recorded");
