@@ -30,6 +30,11 @@ pub struct EmulatorConfig {
     /// How this org's columns differ from the documented ones (`("account", "name")` → ...):
     /// an org may customise a column's MaxLength, or lack a solution's column altogether.
     pub attributes: BTreeMap<(String, String), AttributeChange>,
+    /// An access token of a System Administrator of the environment (as if they had signed
+    /// in), accepted as a bearer token: what `crm-sync connect dataverse` provisions with.
+    pub admin_token: Option<String>,
+    /// What happens to an alternate key created through the API.
+    pub key_build: crate::security::KeyBuild,
 }
 
 /// A customisation of one column in this org.
@@ -78,6 +83,8 @@ impl Default for EmulatorConfig {
             choice_values: vec![1, 2, 3],
             privileges: default_privileges(),
             attributes: BTreeMap::new(),
+            admin_token: None,
+            key_build: Default::default(),
         }
     }
 }

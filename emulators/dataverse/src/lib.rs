@@ -20,6 +20,7 @@ mod metadata;
 mod odata;
 mod routes;
 mod schema;
+pub mod security;
 mod state;
 
 use std::collections::BTreeMap;
@@ -95,6 +96,26 @@ impl Emulator {
             stop: Some(stop),
             task,
         })
+    }
+
+    /// The security roles assigned to the application user, by name, each with its privileges
+    /// (`prvReadAccount` → depth), to look at what `crm-sync connect dataverse` provisioned.
+    pub fn app_user_roles(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let sec = routes::lock(&self.shared.security);
+        sec.app_roles
+            .iter()
+            .filter_map(|id| sec.roles.get(id))
+            .map(|r| (r.name.clone(), r.privileges.clone()))
+            .collect()
+    }
+
+    /// Names of every security role created through the API.
+    pub fn role_names(&self) -> Vec<String> {
+        routes::lock(&self.shared.security)
+            .roles
+            .values()
+            .map(|r| r.name.clone())
+            .collect()
     }
 
     pub fn base_url(&self) -> String {

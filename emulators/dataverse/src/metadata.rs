@@ -177,8 +177,9 @@ pub fn entity_definitions(
     let t = Table::from_logical(&name)
         .ok_or_else(|| not_found(&format!("entity with name '{name}'")))?;
     let Some(attr_seg) = rest.first() else {
+        let job = rules.key_by_table.get(name.as_str()).map(|(_, j)| *j);
         let keys: Vec<Value> = rules
-            .alternate_key
+            .key_status(t)
             .map(|status| {
                 json!({
                     "SchemaName": "msdyn_source_crm_key",
@@ -186,6 +187,7 @@ pub fn entity_definitions(
                     "KeyAttributes": KEY_COLUMNS,
                     "EntityKeyIndexStatus": status.as_str(),
                     "MetadataId": stable_id(&format!("key:{name}")).to_string(),
+                    "AsyncJob": job.map(|j| json!({"Id": j.to_string(), "LogicalName": "asyncoperation"})),
                 })
             })
             .into_iter()

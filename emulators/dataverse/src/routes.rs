@@ -30,6 +30,8 @@ pub struct Shared {
     pub base_url: String,
     pub api_url: String,
     pub rules: Rules,
+    /// Roles, their assignment to the application user, keys created through the API.
+    pub security: Mutex<crate::security::Security>,
     pub store: Mutex<Store>,
     pub tokens: Mutex<Tokens>,
     pub limiter: Mutex<Limiter>,
@@ -162,7 +164,14 @@ async fn api_handler(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| lock(&s.tokens).user(t.trim()));
+        .and_then(|t| {
+            let t = t.trim();
+            // The administrator's own session (a System Administrator's token).
+            if s.cfg.admin_token.as_deref() == Some(t) {
+                return Some(crate::security::ADMIN.to_string());
+            }
+            lock(&s.tokens).user(t)
+        });
     let Some(user) = user else {
         let mut r = ApiResponse::empty(StatusCode::UNAUTHORIZED);
         r.headers.push((
@@ -222,12 +231,29 @@ async fn api_handler(
         headers,
         body: body.to_vec(),
     };
+    let mut rules = s.rules.clone();
+    {
+        let mut sec = lock(&s.security);
+        sec.apply_keys(&mut rules, &req);
+        rules.privileges.extend(sec.app_privileges());
+        let app_user = crate::metadata::user_id(&s.cfg.tenant, &s.cfg.client_id);
+        if let Some(r) = sec.route(
+            &user,
+            app_user,
+            (&s.cfg.tenant, &s.cfg.client_id),
+            &s.api_url,
+            &req,
+        ) {
+            drop(sec);
+            return finish(&s, r, dop);
+        }
+    }
     let (resp, ops) = {
         let shared = s.clone();
         let mut deadlock = move || shared.roll(|f| f.deadlock_rate);
         let mut ctx = Ctx {
             api_url: &s.api_url,
-            rules: &s.rules,
+            rules: &rules,
             tables: &s.cfg.tables,
             tenant: &s.cfg.tenant,
             client_id: &s.cfg.client_id,
@@ -268,11 +294,17 @@ pub fn shared(cfg: EmulatorConfig, base_url: String) -> Shared {
         choice_values: cfg.choice_values.clone(),
         privileges: cfg.privileges.clone(),
         attributes: cfg.attributes.clone(),
+        key_by_table: BTreeMap::new(),
+    };
+    let security = crate::security::Security {
+        key_build: cfg.key_build.clone(),
+        ..Default::default()
     };
     Shared {
         base_url,
         api_url,
         rules,
+        security: Mutex::new(security),
         store: Mutex::new(Store::default()),
         tokens: Mutex::new(Tokens::default()),
         limiter: Mutex::new(Limiter::default()),

@@ -34,6 +34,18 @@ pub struct Rules {
     pub choice_values: Vec<i32>,
     pub privileges: Vec<String>,
     pub attributes: std::collections::BTreeMap<(String, String), crate::config::AttributeChange>,
+    /// Keys created through the API, per table: status and the system job building the index.
+    pub key_by_table: std::collections::BTreeMap<String, (KeyStatus, uuid::Uuid)>,
+}
+
+impl Rules {
+    /// The alternate key's status on a table: configured for every table, or created on it.
+    pub fn key_status(&self, t: Table) -> Option<KeyStatus> {
+        self.key_by_table
+            .get(t.logical_name())
+            .map(|(s, _)| *s)
+            .or(self.alternate_key)
+    }
 }
 
 impl Rules {
@@ -316,7 +328,7 @@ impl Store {
         row.cols
             .insert("versionnumber".into(), Value::from(version));
         // Alternate key uniqueness is enforced only by an Active key's unique index.
-        if rules.alternate_key == Some(KeyStatus::Active)
+        if rules.key_status(t) == Some(KeyStatus::Active)
             && let (Some(s), Some(i)) = (
                 row.cols.get(KEY_COLUMNS[0]).and_then(Value::as_i64),
                 row.cols.get(KEY_COLUMNS[1]).and_then(Value::as_str),
@@ -457,7 +469,7 @@ fn alternate_values(
     rules: &Rules,
 ) -> Result<(i64, String), ApiError> {
     let undefined = || ApiError::key_not_defined(t.logical_name());
-    if rules.alternate_key != Some(KeyStatus::Active) || pairs.len() != 2 {
+    if rules.key_status(t) != Some(KeyStatus::Active) || pairs.len() != 2 {
         return Err(undefined());
     }
     let mut source = None;
