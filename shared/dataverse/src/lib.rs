@@ -3,7 +3,8 @@
 //! knows whether to retry, park or give up. [`memory`] is its in-memory adapter; [`client`] is
 //! the Web API client, built from [`auth`] (Entra ID tokens), [`batch`] (`$batch` bodies),
 //! [`classify`] (responses → outcomes) and [`limiter`] (adaptive concurrency). [`read`] pages
-//! through a table.
+//! through a table; [`preflight`] probes an environment, [`provision`] creates crm-sync's
+//! least-privilege role and alternate key in it.
 
 pub mod auth;
 pub mod batch;
@@ -12,6 +13,7 @@ pub mod client;
 pub mod limiter;
 pub mod memory;
 pub mod preflight;
+pub mod provision;
 pub mod read;
 pub mod secret;
 pub mod writer;
