@@ -312,3 +312,64 @@ pub async fn verify_salesforce(config: &Path, source: Option<&str>) -> anyhow::R
     }
     Ok(out)
 }
+
+/// What `connect dataverse` did.
+#[derive(Debug)]
+pub struct DataverseReport {
+    pub steps: Vec<dataverse::provision::Step>,
+}
+
+/// `crm-sync connect dataverse`: the role with exactly the privileges the configuration needs,
+/// assigned to the configured app's application user, and the alternate key when the identity
+/// strategy uses one. When the caller may not (no token, or not an administrator), the error
+/// carries the exact steps to take by hand.
+pub async fn connect_dataverse(
+    config: &Path,
+    admin_token: &str,
+    key_wait: std::time::Duration,
+) -> anyhow::Result<DataverseReport> {
+    use dataverse::provision::{self, DataverseAdmin, RoleSpec};
+    let cfg = Config::load(config)?;
+    let sources = cfg.mappers()?;
+    let mappers: Vec<&Mapper> = cfg
+        .sources
+        .iter()
+        .filter_map(|s| sources.get(&s.id))
+        .collect();
+    let (Some(url), Some(app)) = (&cfg.dataverse.url, &cfg.dataverse.client_id) else {
+        bail!(
+            "{}: set [dataverse] url and client_id (the app whose application user crm-sync writes as)",
+            config.display()
+        );
+    };
+    let spec = RoleSpec {
+        privileges: crate::preflight::required_privileges(&mappers),
+        application_id: app.clone(),
+        alternate_key: cfg.dataverse.identity == mapping::IdentityStrategy::AlternateKey,
+        key_wait,
+        key_poll: (key_wait / 20).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(10),
+        ),
+    };
+    let by_hand = |why: String| {
+        anyhow!(
+            "{why}\n  an administrator of the environment can run this command with their own token, or do this by hand:\n{}",
+            provision::manual_steps(&spec)
+        )
+    };
+    let token = resolve_secret(admin_token, "--admin-token").map_err(|e| {
+        by_hand(format!(
+            "{e} (an access token of a System Administrator of the environment)"
+        ))
+    })?;
+    let admin = DataverseAdmin::new(url, token.expose())?;
+    match provision::connect(&admin, &spec).await {
+        Ok(steps) => Ok(DataverseReport { steps }),
+        Err(e) if e.is_access() => Err(by_hand(e.to_string())),
+        Err(e) if e.is_retryable() => Err(anyhow!(
+            "{e}\n  run the command again: it continues where this run stopped"
+        )),
+        Err(e) => Err(anyhow!(e)),
+    }
+}

@@ -14,6 +14,26 @@ pub enum ConnectTarget {
     /// for the client credentials flow running as that user. Idempotent: running it again
     /// changes nothing, or completes what a failed run left half-done.
     Salesforce(SalesforceConnect),
+    /// Provision the Dataverse end, as a System Administrator of the environment: a security
+    /// role `crm-sync` with only the privileges the configuration needs on account and contact
+    /// (delete only under a `delete` policy), assigned to the application user of [dataverse]
+    /// client_id, and for identity = "alternate-key" the key on (msdyn_source_crm,
+    /// msdyn_source_crm_id), waited for until Active. Without the rights, prints the steps.
+    Dataverse(DataverseConnect),
+}
+
+#[derive(clap::Args)]
+pub struct DataverseConnect {
+    /// Configuration file with [dataverse] url and client_id.
+    #[arg(long, default_value = "crm-sync.toml")]
+    config: PathBuf,
+    /// Reference to an access token of a System Administrator for the environment
+    /// (env:NAME or file:/path); never printed.
+    #[arg(long, default_value = "env:DATAVERSE_ADMIN_TOKEN")]
+    admin_token: String,
+    /// Seconds to wait for the alternate key's index to become Active.
+    #[arg(long, default_value_t = 600)]
+    key_wait: u64,
 }
 
 #[derive(clap::Subcommand)]
@@ -89,7 +109,28 @@ pub fn connect(target: ConnectTarget) -> ExitCode {
         eprintln!("crm-sync connect: cannot start the runtime");
         return ExitCode::from(2);
     };
-    let ConnectTarget::Salesforce(a) = target;
+    let a = match target {
+        ConnectTarget::Salesforce(a) => a,
+        ConnectTarget::Dataverse(d) => {
+            return match rt.block_on(connect::connect_dataverse(
+                &d.config,
+                &d.admin_token,
+                std::time::Duration::from_secs(d.key_wait),
+            )) {
+                Ok(r) => {
+                    println!("crm-sync connect dataverse");
+                    for s in &r.steps {
+                        println!("{s}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("crm-sync connect dataverse: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+    };
     if a.verify {
         return match rt.block_on(connect::verify_salesforce(
             &a.common.config,

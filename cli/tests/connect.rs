@@ -433,3 +433,199 @@ async fn a_half_failed_connect_completes_on_the_next_run() {
     let r = crm_sync(&w, &["connect", "salesforce", "--verify"]).await;
     assert_eq!(r.code, 0, "{}", r.out);
 }
+
+// ---- Dataverse ----------------------------------------------------------------------------
+
+const DV_ADMIN: &str = "dv-admin-token-Hq8Lm3";
+
+struct Dv {
+    dv: dataverse_emulator::Emulator,
+    dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+}
+
+async fn dataverse(
+    name: &str,
+    delete_policy: &str,
+    build: dataverse_emulator::security::KeyBuild,
+) -> Dv {
+    use dataverse_emulator::{Emulator, EmulatorConfig};
+    let dv = Emulator::start(EmulatorConfig {
+        admin_token: Some(DV_ADMIN.into()),
+        // The application user holds no role yet.
+        privileges: vec![],
+        key_build: build,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = world::scratch(name);
+    std::fs::write(dir.join("dv-secret"), "secret-1\n").unwrap();
+    let config = dir.join("crm-sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[dataverse]
+identity = "alternate-key"
+url = "{}"
+token_url = "{}"
+client_id = "{}"
+client_secret = "file:{}"
+
+[[sources]]
+id = "salesforce"
+kind = "salesforce"
+crm_choice = 1
+base_url = "https://acme.my.salesforce.com"
+delete_policy = "{delete_policy}"
+"#,
+            dv.base_url(),
+            dv.token_url(),
+            EmulatorConfig::default().client_id,
+            dir.join("dv-secret").display()
+        ),
+    )
+    .unwrap();
+    Dv { dv, dir, config }
+}
+
+async fn run_dv(d: &Dv, args: &[&str], token: Option<&str>) -> Run {
+    let bin = env!("CARGO_BIN_EXE_crm-sync");
+    let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    full.extend(["--config".into(), d.config.display().to_string()]);
+    let token = token.map(str::to_string);
+    let out = tokio::task::spawn_blocking(move || {
+        let mut c = Command::new(bin);
+        c.args(&full).env_remove("DATAVERSE_ADMIN_TOKEN");
+        if let Some(t) = token {
+            c.env("DATAVERSE_ADMIN_TOKEN", t);
+        }
+        c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("$ crm-sync {}\n{text}", args.join(" "));
+    assert!(!text.contains(DV_ADMIN), "admin token printed:\n{text}");
+    assert!(!text.contains("secret-1"), "client secret printed:\n{text}");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        out: text,
+    }
+}
+
+fn privileges(actions: &[&str]) -> std::collections::BTreeMap<String, String> {
+    ["Account", "Contact"]
+        .iter()
+        .flat_map(|t| {
+            actions
+                .iter()
+                .map(move |a| (format!("prv{a}{t}"), "Global".to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_dataverse_grants_exactly_the_minimum_and_creates_the_key() {
+    let d = dataverse("dv-connect", "deactivate", Default::default()).await;
+    let r = run_dv(
+        &d,
+        &["connect", "dataverse", "--key-wait", "20"],
+        Some(DV_ADMIN),
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(
+        r.out.contains("created  security role crm-sync"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out
+            .contains("created  alternate key msdyn_source_crm_key on account (Active)"),
+        "{}",
+        r.out
+    );
+    // Privilege by privilege: no delete under the deactivate policy, nothing else.
+    let roles = d.dv.app_user_roles();
+    assert_eq!(roles.len(), 1, "{roles:?}");
+    assert_eq!(
+        roles["crm-sync"],
+        privileges(&["Create", "Read", "Write", "Append", "AppendTo"])
+    );
+
+    let r = run_dv(
+        &d,
+        &["connect", "dataverse", "--key-wait", "20"],
+        Some(DV_ADMIN),
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(
+        !r.out.contains(" created  ") && !r.out.contains(" updated  "),
+        "{}",
+        r.out
+    );
+    assert_eq!(d.dv.role_names(), ["crm-sync"], "no second role");
+
+    // `crm-sync check` sees the privileges and the Active keys.
+    let r = run_dv(&d, &["check"], None).await;
+    assert_eq!(r.code, 0, "{}", r.out);
+    for line in [
+        "PASS  account alternate key: msdyn_source_crm_key is Active",
+        "PASS  contact alternate key: msdyn_source_crm_key is Active",
+        "PASS  dataverse privileges: 10 privileges held",
+    ] {
+        assert!(r.out.contains(line), "{line} in:\n{}", r.out);
+    }
+
+    // The delete policy changes: the role gains delete, on reconnect.
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("\"deactivate\"", "\"delete\"");
+    std::fs::write(&d.config, text).unwrap();
+    let r = run_dv(&d, &["connect", "dataverse"], Some(DV_ADMIN)).await;
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(r.out.contains("updated  12 privileges"), "{}", r.out);
+    assert_eq!(
+        d.dv.app_user_roles()["crm-sync"],
+        privileges(&["Create", "Read", "Write", "Delete", "Append", "AppendTo"])
+    );
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_dataverse_reports_a_failed_key_and_prints_the_steps_without_rights() {
+    use dataverse_emulator::security::KeyBuild;
+    let reason = "The CREATE UNIQUE INDEX statement terminated because a duplicate key was found for the object name 'dbo.AccountBase'";
+    let d = dataverse("dv-key-fails", "delete", KeyBuild::Fails(reason.into())).await;
+    let r = run_dv(
+        &d,
+        &["connect", "dataverse", "--key-wait", "20"],
+        Some(DV_ADMIN),
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.out);
+    assert!(
+        r.out.contains("the alternate key on account failed"),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("duplicate key was found"), "{}", r.out);
+
+    // No admin token, then a token that is not an administrator's: the exact steps instead.
+    for token in [None, Some("not-a-valid-token")] {
+        let r = run_dv(&d, &["connect", "dataverse"], token).await;
+        assert_eq!(r.code, 1, "{}", r.out);
+        assert!(r.out.contains("do this by hand"), "{}", r.out);
+        for p in privileges(&["Create", "Read", "Write", "Delete", "Append", "AppendTo"]).keys() {
+            assert!(r.out.contains(&format!("     {p}\n")), "{p} in:\n{}", r.out);
+        }
+        assert!(r.out.contains("Keys → New key"), "{}", r.out);
+    }
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
