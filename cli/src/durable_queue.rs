@@ -51,7 +51,7 @@ const SCHEMA_VERSION: i64 = 1;
 /// The oldest receivable messages: visible, and not behind an invisible (in-flight or delayed)
 /// earlier message of their FIFO group. Walks the queue in id order (no sort), so a receive
 /// costs about the same however long the queue is.
-const RECEIVABLE: &str = "SELECT m.id, m.body, m.attributes, m.receive_count
+const RECEIVABLE: &str = "SELECT m.id, m.body, m.attributes, m.receive_count, m.sent_at
     FROM messages m INDEXED BY messages_in_order
     WHERE m.queue = ?1 AND m.visible_at <= ?2
       AND (m.group_id IS NULL OR NOT EXISTS (
@@ -474,10 +474,10 @@ impl DurableQueue {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::new();
         loop {
-            let candidates: Vec<(i64, String, String, u32)> = {
+            let candidates: Vec<(i64, String, String, u32, i64)> = {
                 let mut st = tx.prepare_cached(RECEIVABLE)?;
                 st.query_map(params![self.name, now, (max - out.len()) as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect::<Result<_, _>>()?
             };
@@ -485,7 +485,7 @@ impl DurableQueue {
                 break;
             }
             let mut redriven = false;
-            for (id, body, attributes, count) in candidates {
+            for (id, body, attributes, count, sent_at) in candidates {
                 if let Some(dlq) = &self.dlq
                     && count >= self.cfg.max_receives
                 {
@@ -514,6 +514,7 @@ impl DurableQueue {
                     body,
                     receive_count: count + 1,
                     attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+                    sent_at_ms: Some(sent_at),
                 });
             }
             if out.len() >= max || !redriven {

@@ -55,6 +55,7 @@ pub fn local_pipeline(
             parent_retries: 5,
             parent_delay: Duration::from_millis(50),
             max_receives: None,
+            ..UpsertPolicy::default()
         },
         batch_size: 10,
         recent: Default::default(),

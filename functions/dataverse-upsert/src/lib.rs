@@ -48,6 +48,10 @@ pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchRes
                     .get("ApproximateReceiveCount")
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(1),
+                sent_at_ms: r
+                    .attributes
+                    .get("SentTimestamp")
+                    .and_then(|n| n.parse().ok()),
             }),
             // A record without a body cannot be applied; failing it lets SQS redrive it to the
             // DLQ after maxReceiveCount, where an operator sees it.

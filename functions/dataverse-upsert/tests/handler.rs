@@ -116,6 +116,7 @@ async fn setup(limits: Option<Limits>) -> Setup {
             parent_retries: 3,
             parent_delay: Duration::from_millis(1),
             max_receives: None,
+            ..UpsertPolicy::default()
         },
     };
     Setup {

@@ -44,6 +44,7 @@ struct Entry {
     receive_count: u32,
     visible_at: Instant,
     receipt: Option<String>,
+    sent_at_ms: i64,
 }
 
 #[derive(Default)]
@@ -160,6 +161,7 @@ impl MemoryQueue {
                 body: e.body.clone(),
                 receive_count: e.receive_count,
                 attributes: e.attributes.clone(),
+                sent_at_ms: Some(e.sent_at_ms),
             });
         }
         for id in dead {
@@ -212,6 +214,7 @@ impl Queue for MemoryQueue {
                             receive_count: 0,
                             visible_at: now + m.delay,
                             receipt: None,
+                            sent_at_ms: crate::upsert::now_ms(),
                         },
                     );
                 }

@@ -40,6 +40,9 @@ pub struct Received {
     /// How many times it has been received, this time included.
     pub receive_count: u32,
     pub attributes: BTreeMap<String, String>,
+    /// When the message was first sent (SQS `SentTimestamp`), in ms since the epoch; `None`
+    /// when the queue does not say.
+    pub sent_at_ms: Option<i64>,
 }
 
 /// The attribute that carries why a message is in a DLQ.

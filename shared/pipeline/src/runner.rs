@@ -216,6 +216,7 @@ pub async fn upsert_received(
             id: m.message_id.clone(),
             body: m.body.clone(),
             receive_count: m.receive_count,
+            sent_at_ms: m.sent_at_ms,
         })
         .collect();
     let report = apply_changes(&msgs, ports, policy).await;

@@ -37,6 +37,8 @@ pub struct InMessage {
     pub body: String,
     /// How many times the queue has delivered this message, this time included.
     pub receive_count: u32,
+    /// When it was first sent, in ms since the epoch (SQS `SentTimestamp`), if known.
+    pub sent_at_ms: Option<i64>,
 }
 
 pub struct UpsertPorts<'a> {
@@ -65,6 +67,12 @@ pub struct UpsertPolicy {
     /// message's last receive is dead-lettered here with the error, rather than left for the
     /// queue to redrive without one. `None`: always left for the queue.
     pub max_receives: Option<u32>,
+    /// A page's message that comes back after a failure is re-read from the CRM (its records
+    /// re-fetched by id, one message per record) only when it was sent longer ago than this;
+    /// a younger one is applied as it is, like a first delivery. Its records are then no staler
+    /// than the snapshot window the job's catch-up pass closes, and a kill or a throttled batch
+    /// does not turn every page in hand into one message per record.
+    pub refetch_after: Duration,
 }
 
 impl Default for UpsertPolicy {
@@ -73,8 +81,25 @@ impl Default for UpsertPolicy {
             parent_retries: 8,
             parent_delay: Duration::from_secs(30),
             max_receives: None,
+            refetch_after: REFETCH_AFTER,
         }
     }
+}
+
+/// [`UpsertPolicy::refetch_after`]'s default.
+pub const REFETCH_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Whether a redelivered page message is old enough to be re-read rather than applied: sent
+/// more than `after` ago, or of unknown age.
+fn stale_page(m: &InMessage, after: Duration) -> bool {
+    m.receive_count > 1
+        && m.sent_at_ms
+            .is_none_or(|t| now_ms().saturating_sub(t) >= after.as_millis() as i64)
 }
 
 /// What happened to a batch.
@@ -142,7 +167,7 @@ pub async fn apply_changes(
                     from_page: true,
                     changes,
                     ..
-                }) if m.receive_count > 1
+                }) if stale_page(m, policy.refetch_after)
                     && ports.refetch.is_some()
                     && changes.iter().all(|c| can_refetch(ports.sources, c)) =>
                 {
@@ -547,4 +572,35 @@ fn letter_of(
     );
     m.group_id = Some(crate::sync::digest(&change.key().to_string()));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_old_redelivered_pages_are_re_read() {
+        let m = |receive_count, sent_at_ms| InMessage {
+            id: "m".into(),
+            body: String::new(),
+            receive_count,
+            sent_at_ms,
+        };
+        let five_min = Duration::from_secs(300);
+        let now = now_ms();
+        assert!(
+            !stale_page(&m(1, Some(now - 3_600_000)), five_min),
+            "first delivery"
+        );
+        assert!(
+            !stale_page(&m(2, Some(now - 10_000)), five_min),
+            "young redelivery"
+        );
+        assert!(
+            stale_page(&m(2, Some(now - 301_000)), five_min),
+            "old redelivery"
+        );
+        assert!(stale_page(&m(2, None), five_min), "unknown age");
+        assert!(stale_page(&m(2, Some(now)), Duration::ZERO));
+    }
 }

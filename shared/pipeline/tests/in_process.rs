@@ -141,6 +141,9 @@ fn setup() -> Setup {
             parent_retries: 3,
             parent_delay: Duration::from_millis(10),
             max_receives: None,
+            // Every redelivered page is re-read, however young: the re-read is what these
+            // tests follow.
+            refetch_after: Duration::ZERO,
         },
         batch_size: 10,
         recent: Default::default(),

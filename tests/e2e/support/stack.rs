@@ -182,6 +182,8 @@ impl Stack {
                 parent_delay: Duration::from_secs(1),
                 // MAX_RECEIVE_COUNT, which the template sets from MaxReceiveCount.
                 max_receives: Some(opts.deployment.max_receive_count),
+                // Every redelivered page is re-read, however young, as the tests expect.
+                refetch_after: Duration::ZERO,
                 ..UpsertPolicy::default()
             },
         });
