@@ -60,6 +60,7 @@ pub fn local_pipeline(
         batch_size: 10,
         recent: Default::default(),
         metrics: Default::default(),
+        versions: Default::default(),
     }
 }
 

@@ -25,6 +25,7 @@ use pipeline::runner::{backoff, dead_letter, upsert_received};
 use pipeline::sources::Sources;
 use pipeline::sync::{Crms, StepError, SyncPorts, SyncSettings};
 use pipeline::upsert::{UpsertPolicy, UpsertPorts};
+use pipeline::versions::{MemoryVersions, Versions};
 use pipeline::webhook::WebhookPorts;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -120,6 +121,9 @@ pub struct Runner {
     pub ledger: Option<Arc<dyn JobLedger>>,
     /// The upsert queue, to hold the sync worker back while it is long.
     pub backlog: Option<Arc<DurableQueue>>,
+    /// The newest version written per record (in memory with a state file; the stack's table
+    /// in stack mode, shared with its functions).
+    pub versions: Arc<dyn Versions>,
 }
 
 impl WebhookTarget for Runner {
@@ -223,6 +227,7 @@ impl Runner {
             refetch: Some(self.sync.as_ref()),
             deadline: None,
             metrics: &self.metrics,
+            versions: Some(self.versions.as_ref()),
         };
         let report = upsert_received(batch, &ports, &self.policy, queue).await;
         record_writes(self.ledger.as_deref(), &report.by_job).await;
@@ -257,6 +262,7 @@ struct Wiring {
     webhook_dlq: Arc<dyn Queue>,
     ledger: Option<Arc<dyn JobLedger>>,
     backlog: Option<Arc<DurableQueue>>,
+    versions: Arc<dyn Versions>,
     /// Receives of a sync and of an upsert message before its queue redrives it.
     sync_max_receives: u32,
     upsert_max_receives: u32,
@@ -289,6 +295,8 @@ impl Wiring {
             webhook_dlq: state.upsert_dlq.clone(),
             ledger: Some(Arc::new(state.ledger())),
             backlog: Some(state.upsert.clone()),
+            // One runner per state file: this process sees every write.
+            versions: Arc::new(MemoryVersions::default()),
             sync_max_receives: state.sync.max_receives(),
             upsert_max_receives: state.upsert.max_receives(),
             state: Some(state),
@@ -305,16 +313,25 @@ impl Wiring {
         let client = sqs::SqsQueue::client(target.endpoint.as_deref()).await;
         let queue =
             |url: &str| -> Arc<dyn Queue> { Arc::new(sqs::SqsQueue::new(client.clone(), url)) };
-        let ledger = match &o.jobs_table {
+        let (ledger, versions) = match &o.jobs_table {
             Some(table) => {
                 let dynamodb =
                     ledger_dynamodb::DynamoLedger::client(target.endpoint.as_deref()).await;
-                Some(
-                    Arc::new(ledger_dynamodb::DynamoLedger::new(dynamodb, table.clone()))
-                        as Arc<dyn JobLedger>,
+                (
+                    Some(Arc::new(ledger_dynamodb::DynamoLedger::new(
+                        dynamodb.clone(),
+                        table.clone(),
+                    )) as Arc<dyn JobLedger>),
+                    Arc::new(ledger_dynamodb::DynamoVersions::new(
+                        dynamodb,
+                        table.clone(),
+                    )) as Arc<dyn Versions>,
                 )
             }
-            None => None,
+            None => (
+                None,
+                Arc::new(MemoryVersions::default()) as Arc<dyn Versions>,
+            ),
         };
         Wiring {
             state: None,
@@ -327,6 +344,7 @@ impl Wiring {
             webhook_dlq: queue(&o.webhook_dlq),
             ledger,
             backlog: None,
+            versions,
             sync_max_receives: max_receives,
             upsert_max_receives: max_receives,
         }
@@ -402,6 +420,7 @@ impl Serve {
             metrics: Arc::default(),
             ledger: w.ledger,
             backlog: w.backlog,
+            versions: w.versions,
         });
         let state = w.state;
         let server = WebhookServer::start(runner.clone(), opts.listen)

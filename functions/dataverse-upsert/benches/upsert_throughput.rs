@@ -111,6 +111,7 @@ async fn run(mode_name: &str, records: usize) {
     let app = Arc::new(App {
         metrics: Default::default(),
         ledger: None,
+        versions: None,
         sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
         writer: Box::new(ArcWriter(client.clone())),
         retry: Box::new(Arc::new(MemoryQueue::new(

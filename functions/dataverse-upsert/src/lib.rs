@@ -32,6 +32,9 @@ pub struct App {
     pub metrics: Metrics,
     /// Where sync jobs' write counts are added (`JOBS_TABLE`), for `sync status`.
     pub ledger: Option<Box<dyn JobLedger>>,
+    /// The newest version written per record (`JOBS_TABLE` too), shared by every concurrent
+    /// invocation; `None`: no check.
+    pub versions: Option<Box<dyn pipeline::versions::Versions>>,
 }
 
 pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchResponse {
@@ -67,6 +70,7 @@ pub async fn handle(app: &App, event: SqsEvent, deadline_ms: u64) -> SqsBatchRes
         refetch: app.refetch.as_deref(),
         deadline: lambda_common::stop_at(deadline_ms, DEADLINE_MARGIN),
         metrics: &app.metrics,
+        versions: app.versions.as_deref(),
     };
     let report = apply_changes(&msgs, &ports, &app.policy).await;
     record_writes(app.ledger.as_deref(), &report.by_job).await;

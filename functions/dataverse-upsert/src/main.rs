@@ -57,6 +57,9 @@ async fn build() -> anyhow::Result<App> {
         ledger: ledger_dynamodb::DynamoLedger::from_env()
             .await
             .map(|l| Box::new(l) as Box<dyn pipeline::ledger::JobLedger>),
+        versions: ledger_dynamodb::DynamoVersions::from_env()
+            .await
+            .map(|v| Box::new(v) as Box<dyn pipeline::versions::Versions>),
     })
 }
 

@@ -106,6 +106,7 @@ async fn setup(limits: Option<Limits>) -> Setup {
     let app = App {
         metrics: Default::default(),
         ledger: None,
+        versions: None,
         sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
         writer: Box::new(WebApiClient::new(dv).unwrap()),
         retry: Box::new(retry.clone()),
@@ -350,6 +351,7 @@ async fn a_throttled_message_comes_back_after_retry_after_not_the_visibility_tim
     let app = App {
         metrics: Default::default(),
         ledger: None,
+        versions: None,
         sources: Sources::new(&[sc], IdentityStrategy::DeterministicId).unwrap(),
         writer: Box::new(WebApiClient::new(dv).unwrap()),
         retry: Box::new(q("retry")),

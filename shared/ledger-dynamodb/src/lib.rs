@@ -28,6 +28,67 @@ use pipeline::ledger::{JobLedger, JobRecord, JobWrites, LedgerError, PageUpdate}
 use pipeline::message::{SyncCounts, SyncPageJob};
 use pipeline::sync::PageDone;
 
+/// Items that record a record's newest version (see [`DynamoVersions`]) share the table with
+/// the jobs under this key prefix, which no job id (a UUID) has.
+const VERSION_PREFIX: &str = "version#";
+
+/// The newest version written per record (`pipeline::versions`), in the run ledger's table:
+/// one item per record touched by a webhook or a fetch, `job_id` = `version#<source>:<entity>:<id>`,
+/// `modified_ms` its newest source timestamp, set only if not older (`UpdateItem` with
+/// `attribute_not_exists(#m) OR #m <= :m`; a failed condition is a stale change). Items expire
+/// with the jobs' TTL.
+pub struct DynamoVersions {
+    client: Client,
+    table: String,
+}
+
+impl DynamoVersions {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoVersions {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// In the table `JOBS_TABLE` names, as [`DynamoLedger::from_env`].
+    pub async fn from_env() -> Option<Self> {
+        let ledger = DynamoLedger::from_env().await?;
+        Some(DynamoVersions::new(ledger.client, ledger.table))
+    }
+}
+
+#[async_trait]
+impl pipeline::versions::Versions for DynamoVersions {
+    async fn advance(
+        &self,
+        key: &mapping::RecordKey,
+        modified_at: DateTime<Utc>,
+    ) -> Result<bool, String> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(format!("{VERSION_PREFIX}{key}")))
+            .update_expression("SET #m = :m, #e = :e")
+            .condition_expression("attribute_not_exists(#m) OR #m <= :m")
+            .expression_attribute_names("#m", "modified_ms")
+            .expression_attribute_names("#e", "expires_at")
+            .expression_attribute_values(":m", n(modified_at.timestamp_millis()))
+            .expression_attribute_values(":e", expires())
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if e.err().code() == Some("ConditionalCheckFailedException") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(error(&self.table, e).to_string()),
+        }
+    }
+}
+
 /// How long an item is kept after its last update.
 const KEEP: Duration = Duration::from_secs(90 * 24 * 3600);
 
@@ -95,7 +156,14 @@ impl DynamoLedger {
                 .send()
                 .await
                 .map_err(|e| error(&self.table, e))?;
-            jobs.extend(out.items().iter().map(record));
+            jobs.extend(
+                out.items()
+                    .iter()
+                    .filter(|i| {
+                        !matches!(i.get("job_id"), Some(AttributeValue::S(k)) if k.starts_with(VERSION_PREFIX))
+                    })
+                    .map(record),
+            );
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => break,

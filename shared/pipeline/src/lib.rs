@@ -19,6 +19,7 @@ pub mod runner;
 pub mod sources;
 pub mod sync;
 pub mod upsert;
+pub mod versions;
 pub mod webhook;
 
 pub use memory_queue::{MemoryQueue, MemoryQueueConfig};

@@ -71,6 +71,8 @@ pub struct LocalPipeline {
     pub recent: RecentEvents,
     /// What the steps did, for `GET /metrics` and the demo's summary.
     pub metrics: Metrics,
+    /// The newest version written per record (one process works these queues).
+    pub versions: crate::versions::MemoryVersions,
 }
 
 impl LocalPipeline {
@@ -153,6 +155,7 @@ impl LocalPipeline {
             refetch: Some(self.queues.sync.as_ref()),
             deadline: None,
             metrics: &self.metrics,
+            versions: Some(&self.versions),
         };
         // The last receive before the queue's redrive keeps its reason (see `last_receive`).
         let policy = UpsertPolicy {

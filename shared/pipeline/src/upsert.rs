@@ -55,6 +55,9 @@ pub struct UpsertPorts<'a> {
     /// is retried from the queue instead of being cut off mid-request.
     pub deadline: Option<tokio::time::Instant>,
     pub metrics: &'a Metrics,
+    /// The newest version written per record: a change that is not from a sync page and is
+    /// older than it is superseded, not written (see [`crate::versions`]). `None`: no check.
+    pub versions: Option<&'a dyn crate::versions::Versions>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +246,31 @@ pub async fn apply_changes(
     winners.sort_unstable();
     for i in winners {
         let p = &pending[i];
+        if let (Some(versions), false, Some(at)) =
+            (ports.versions, p.from_page, p.change.modified_at)
+        {
+            match versions.advance(&p.change.key(), at).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // A newer version of this record was written already.
+                    report.superseded += 1;
+                    ports
+                        .metrics
+                        .add(&dims_of(&p.change), Metric::Superseded, 1);
+                    report
+                        .by_job
+                        .entry(p.correlation_id.clone())
+                        .or_default()
+                        .written += 1;
+                    continue;
+                }
+                Err(e) => {
+                    warn!(key = %p.change.key(), error = %e, "could not check the record's newest version; the change will be retried");
+                    failed[p.msg] = true;
+                    continue;
+                }
+            }
+        }
         let Some(ctx) = ports.sources.row_context(&p.change.source) else {
             dead.push(Dead {
                 letter: change_letter(p, format!("unknown source `{}`", p.change.source)),

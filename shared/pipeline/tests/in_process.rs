@@ -126,6 +126,7 @@ fn setup() -> Setup {
     crms.insert(src(), crm.clone());
     let pipeline = LocalPipeline {
         metrics: Default::default(),
+        versions: Default::default(),
         sources,
         crms,
         writer: dataverse.clone(),
@@ -551,6 +552,7 @@ async fn a_generic_sources_page_that_comes_back_is_written_not_re_read() {
     crms.insert(source.clone(), crm.clone());
     let p = LocalPipeline {
         metrics: Default::default(),
+        versions: Default::default(),
         sources: Arc::new(
             pipeline::Sources::new(&[cfg], IdentityStrategy::DeterministicId).unwrap(),
         ),

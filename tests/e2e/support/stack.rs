@@ -171,6 +171,10 @@ impl Stack {
         let upsert_app = Arc::new(dataverse_upsert::App {
             metrics: Default::default(),
             ledger: ledger(),
+            versions: Some(Box::new(ledger_dynamodb::DynamoVersions::new(
+                dynamodb.clone(),
+                jobs_table.clone(),
+            ))),
             sources: config.mappers().expect("mappers"),
             writer: Box::new(WebApiClient::new(dv_cfg).expect("dataverse client")),
             retry: queue(&queues.retry.url),
