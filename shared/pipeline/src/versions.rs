@@ -32,8 +32,11 @@ pub trait Versions: Send + Sync {
 /// only forgets protection against very late duplicates.
 pub struct MemoryVersions {
     capacity: usize,
-    inner: Mutex<(HashMap<String, DateTime<Utc>>, VecDeque<String>)>,
+    inner: Mutex<Seen>,
 }
+
+/// The newest version per record key, and the keys in the order they were first seen.
+type Seen = (HashMap<String, DateTime<Utc>>, VecDeque<String>);
 
 impl MemoryVersions {
     pub fn new(capacity: usize) -> Self {
