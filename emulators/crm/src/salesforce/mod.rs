@@ -167,7 +167,20 @@ impl SalesforceEmulator {
             Object::Contact => "contact",
         };
         if operation == "delete" {
-            n.send(entity, operation, id, chrono::Utc::now(), None);
+            // The Apex notifier sends `Datetime.now()` for a delete. Salesforce's stamps never
+            // run ahead of its clock, but this store's do during a burst (each change is at
+            // least 1 ms after the last), so the delete's own stamp stands for "now": never
+            // before the record's last change, as on the real org.
+            let at = self
+                .record(id)
+                .and_then(|r| {
+                    r.get("SystemModstamp")
+                        .and_then(Value::as_str)
+                        .and_then(schema::parse_stored_datetime)
+                })
+                .unwrap_or_else(chrono::Utc::now)
+                .max(chrono::Utc::now());
+            n.send(entity, operation, id, at, None);
             return;
         }
         let Some(mut fields) = self.record(id) else {
