@@ -7,11 +7,10 @@
 //! keeps nothing, as SQS keeps messages on its side. Run:
 //! `cargo bench -p e2e --bench initial_sync [-- SIZE ...]` (default 25,000 50,000 100,000).
 
-use std::alloc::{GlobalAlloc, Layout};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -22,41 +21,11 @@ use pipeline::memory_queue::MemoryQueue;
 use pipeline::queue::{OutMessage, Queue, QueueError, Received};
 use pipeline::sync::{SyncPorts, SyncSettings, handle_sync_message, start_sync};
 
-/// mimalloc (what the Lambda binaries use), counting live and peak heap bytes.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { mimalloc::MiMalloc.alloc(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { mimalloc::MiMalloc.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = unsafe { mimalloc::MiMalloc.realloc(p, l, new) };
-        if !q.is_null() {
-            if new > l.size() {
-                let now = LIVE.fetch_add(new - l.size(), Ordering::Relaxed) + new - l.size();
-                PEAK.fetch_max(now, Ordering::Relaxed);
-            } else {
-                LIVE.fetch_sub(l.size() - new, Ordering::Relaxed);
-            }
-        }
-        q
-    }
-}
+#[path = "support/memory.rs"]
+mod memory;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: memory::Counting = memory::Counting;
 
 const CHILD: &str = "CRM_SYNC_BENCH_EMULATOR_RECORDS";
 const CONTACTS_PER_ACCOUNT: usize = 4;
@@ -213,7 +182,7 @@ client_secret = "{secret}"
             ..SyncSettings::default()
         };
         let src = SourceId::new("sf").expect("id");
-        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+        memory::reset_peak_heap();
         let started = Instant::now();
         start_sync(&src, &[], &ports).await.expect("start");
         let mut pages = 0u64;
@@ -247,15 +216,7 @@ client_secret = "{secret}"
         sink.changes.load(Ordering::Relaxed),
         sent,
         mib,
-        PEAK.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
-        peak_rss_mib().map_or("?".into(), |m| m.to_string()),
+        memory::peak_heap_mib(),
+        memory::peak_rss_mib().map_or("?".into(), |m| m.to_string()),
     );
-}
-
-/// The process's peak resident set (VmHWM), in MiB.
-fn peak_rss_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
 }

@@ -10,10 +10,8 @@
 //! SQLite allocates through its own malloc, so its page cache (bounded by `cache_size`) shows in
 //! the peak RSS only. Run: `cargo bench -p e2e --bench reconcile [-- SIZE ...]` (default 50,000).
 
-use std::alloc::{GlobalAlloc, Layout};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crm_sync::reconcile::{Options, reconcile};
@@ -22,41 +20,11 @@ use mapping::SourceId;
 use pipeline::config::Config;
 use pipeline::sync::start_sync;
 
-/// mimalloc, counting live and peak heap bytes.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { mimalloc::MiMalloc.alloc(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { mimalloc::MiMalloc.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = unsafe { mimalloc::MiMalloc.realloc(p, l, new) };
-        if !q.is_null() {
-            if new > l.size() {
-                let now = LIVE.fetch_add(new - l.size(), Ordering::Relaxed) + new - l.size();
-                PEAK.fetch_max(now, Ordering::Relaxed);
-            } else {
-                LIVE.fetch_sub(l.size() - new, Ordering::Relaxed);
-            }
-        }
-        q
-    }
-}
+#[path = "support/memory.rs"]
+mod memory;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: memory::Counting = memory::Counting;
 
 const CHILD: &str = "CRM_SYNC_BENCH_RECONCILE_RECORDS";
 const CONTACTS_PER_ACCOUNT: usize = 4;
@@ -208,7 +176,7 @@ fn run(n: usize) {
             crm_page_size: 2000,
             ..Options::default()
         };
-        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+        memory::reset_peak_heap();
         let started = Instant::now();
         let report = reconcile(
             sources.get(&src).expect("source"),
@@ -242,15 +210,7 @@ fn run(n: usize) {
         n as f64 / secs,
         in_sync,
         different,
-        PEAK.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
-        peak_rss_mib().map_or("?".into(), |m| m.to_string()),
+        memory::peak_heap_mib(),
+        memory::peak_rss_mib().map_or("?".into(), |m| m.to_string()),
     );
-}
-
-/// The process's peak resident set (VmHWM), in MiB.
-fn peak_rss_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
 }

@@ -225,18 +225,10 @@ pub async fn apply_changes(
             }
         }
     }
-    report.superseded = (pending.len() - winner.len()) as u64;
     let winning: std::collections::HashSet<usize> = winner.values().copied().collect();
     for (i, p) in pending.iter().enumerate() {
         if !winning.contains(&i) {
-            ports
-                .metrics
-                .add(&dims_of(&p.change), Metric::Superseded, 1);
-            report
-                .by_job
-                .entry(p.correlation_id.clone())
-                .or_default()
-                .written += 1;
+            superseded(&mut report, ports.metrics, p);
         }
     }
 
@@ -253,15 +245,7 @@ pub async fn apply_changes(
                 Ok(true) => {}
                 Ok(false) => {
                     // A newer version of this record was written already.
-                    report.superseded += 1;
-                    ports
-                        .metrics
-                        .add(&dims_of(&p.change), Metric::Superseded, 1);
-                    report
-                        .by_job
-                        .entry(p.correlation_id.clone())
-                        .or_default()
-                        .written += 1;
+                    superseded(&mut report, ports.metrics, p);
                     continue;
                 }
                 Err(e) => {
@@ -520,6 +504,18 @@ pub async fn apply_changes(
         "upsert batch done"
     );
     report
+}
+
+/// A change not written because a newer one of its record was (in this batch or before): done,
+/// as far as its message and its job are concerned.
+fn superseded(report: &mut UpsertReport, metrics: &Metrics, p: &Pending) {
+    report.superseded += 1;
+    metrics.add(&dims_of(&p.change), Metric::Superseded, 1);
+    report
+        .by_job
+        .entry(p.correlation_id.clone())
+        .or_default()
+        .written += 1;
 }
 
 /// Whether the CRM of a change's source can be asked for a record by id. A generic REST source

@@ -67,6 +67,8 @@ struct Shared {
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     next_calls: AtomicUsize,
+    /// When the runtime first asked for an invocation: it is initialised and ready.
+    first_next: Mutex<Option<std::time::Instant>>,
     init_errors: Mutex<Vec<Value>>,
 }
 
@@ -91,6 +93,7 @@ impl RuntimeApi {
             rx: tokio::sync::Mutex::new(rx),
             waiting: Mutex::new(HashMap::new()),
             next_calls: AtomicUsize::new(0),
+            first_next: Mutex::new(None),
             init_errors: Mutex::new(Vec::new()),
         });
         let app = Router::new()
@@ -128,6 +131,11 @@ impl RuntimeApi {
         self.shared.next_calls.load(Ordering::SeqCst)
     }
 
+    /// When the runtime first asked for an invocation.
+    pub fn first_next(&self) -> Option<std::time::Instant> {
+        *lock(&self.shared.first_next)
+    }
+
     pub fn init_errors(&self) -> Vec<Value> {
         lock(&self.shared.init_errors).clone()
     }
@@ -155,6 +163,7 @@ impl Drop for RuntimeApi {
 
 async fn next(State(s): State<Arc<Shared>>) -> Response {
     s.next_calls.fetch_add(1, Ordering::SeqCst);
+    lock(&s.first_next).get_or_insert_with(std::time::Instant::now);
     let inv = {
         let mut rx = s.rx.lock().await;
         rx.recv().await
@@ -252,6 +261,8 @@ pub struct LambdaProcess {
     pub api: RuntimeApi,
     child: Child,
     log: PathBuf,
+    /// Just before the process was started.
+    pub spawned_at: std::time::Instant,
 }
 
 impl LambdaProcess {
@@ -285,10 +296,16 @@ impl LambdaProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let spawned_at = std::time::Instant::now();
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        LambdaProcess { api, child, log }
+        LambdaProcess {
+            api,
+            child,
+            log,
+            spawned_at,
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -297,6 +314,10 @@ impl LambdaProcess {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.
