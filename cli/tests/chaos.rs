@@ -176,21 +176,7 @@ async fn nothing_is_lost_while_everything_misbehaves() {
     let records = w.sf.count("Account") + w.sf.count("Contact");
 
     let outputs = w.dir.join("outputs.json");
-    let out = |k: &str, v: &str| json!({"OutputKey": k, "OutputValue": v});
-    std::fs::write(
-        &outputs,
-        json!([
-            out("SyncQueueUrl", &queues.sync.url),
-            out("UpsertQueueUrl", &queues.upsert.url),
-            out("RetryQueueUrl", &queues.retry.url),
-            out("SyncDlqUrl", &queues.sync_dlq.url),
-            out("UpsertDlqUrl", &queues.upsert_dlq.url),
-            out("WebhookDlqUrl", &queues.webhook_dlq.url),
-            out("JobsTableName", JOBS_TABLE),
-        ])
-        .to_string(),
-    )
-    .unwrap();
+    std::fs::write(&outputs, queues.stack_outputs(JOBS_TABLE)).unwrap();
     let env = moto.lambda_env();
     let listen = format!("127.0.0.1:{}", free_port());
     let endpoint = sqs.endpoint();
@@ -262,7 +248,13 @@ async fn nothing_is_lost_while_everything_misbehaves() {
             while w.dv.stats().operations < target && Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let in_hand = moto.depth(&queues.upsert).await.in_flight;
+            // Mid-batch: wait (a little) for the worker to hold upsert messages.
+            let until = Instant::now() + Duration::from_secs(30);
+            let mut in_hand = moto.depth(&queues.upsert).await.in_flight;
+            while in_hand == 0 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                in_hand = moto.depth(&queues.upsert).await.in_flight;
+            }
             worker.take().unwrap().kill();
             kills += 1;
             kills_with_batches_in_hand += usize::from(in_hand > 0);

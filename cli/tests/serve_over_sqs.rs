@@ -61,21 +61,7 @@ async fn serve_works_a_stacks_queues_and_records_in_its_ledger() {
 
     // The stack's Outputs, as `aws cloudformation describe-stacks` prints them.
     let outputs = w.dir.join("outputs.json");
-    let out = |k: &str, v: &str| json!({"OutputKey": k, "OutputValue": v});
-    std::fs::write(
-        &outputs,
-        json!([
-            out("SyncQueueUrl", &queues.sync.url),
-            out("UpsertQueueUrl", &queues.upsert.url),
-            out("RetryQueueUrl", &queues.retry.url),
-            out("SyncDlqUrl", &queues.sync_dlq.url),
-            out("UpsertDlqUrl", &queues.upsert_dlq.url),
-            out("WebhookDlqUrl", &queues.webhook_dlq.url),
-            out("JobsTableName", "stack-jobs"),
-        ])
-        .to_string(),
-    )
-    .unwrap();
+    std::fs::write(&outputs, queues.stack_outputs("stack-jobs")).unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
         .args(["serve", "--config", w.config.to_str().unwrap()])

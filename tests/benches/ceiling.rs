@@ -312,7 +312,7 @@ fn sync_run(n: usize) -> f64 {
     memory::reset_peak_heap();
     let cpu0 = cpu_time();
     let started = Instant::now();
-    let totals = rt.block_on(async {
+    rt.block_on(async {
         let config = Config::parse(&toml, "bench.toml").expect("config");
         let sources = config.mappers().expect("sources");
         let crms = config.crm_readers(&sources).expect("readers");
@@ -351,7 +351,6 @@ fn sync_run(n: usize) -> f64 {
     let rate = rows as f64 / secs;
     // Records not in Dataverse at the end (the dead-letter queues were checked empty).
     let failed = (n as u64).saturating_sub(rows);
-    let _ = totals;
     println!(
         "{:>9} {:>8.1} {:>10.0} {:>8.0}% {:>10.4} {:>6} {:>12.1} {:>6.1} MiB {:>6} MiB {:>7}",
         n,
@@ -370,7 +369,7 @@ fn sync_run(n: usize) -> f64 {
 
 /// One sync worker and four upsert workers, as `crm-sync serve` runs them, until both queues
 /// stay empty.
-async fn work(pipeline: Arc<LocalPipeline>) -> RunTotals {
+async fn work(pipeline: Arc<LocalPipeline>) {
     let done = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     let sync = {
@@ -388,7 +387,6 @@ async fn work(pipeline: Arc<LocalPipeline>) -> RunTotals {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
-            t
         })
     };
     for _ in 0..4 {
@@ -400,7 +398,6 @@ async fn work(pipeline: Arc<LocalPipeline>) -> RunTotals {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
-            t
         }));
     }
     let mut quiet = 0;
@@ -413,15 +410,14 @@ async fn work(pipeline: Arc<LocalPipeline>) -> RunTotals {
         };
     }
     done.store(true, Ordering::Relaxed);
-    let mut totals = sync.await.expect("sync worker");
+    sync.await.expect("sync worker");
     for t in tasks {
-        totals.upsert_batches += t.await.expect("upsert worker").upsert_batches;
+        t.await.expect("upsert worker");
     }
     assert!(
         pipeline.queues.sync_dlq.is_empty() && pipeline.queues.upsert_dlq.is_empty(),
         "dead letters in a clean run"
     );
-    totals
 }
 
 /// The template's pattern over the records of a 2,000-record org, for at most `limit`:

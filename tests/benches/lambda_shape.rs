@@ -182,12 +182,11 @@ fn env(w: &World, function: &str) -> Vec<(&'static str, String)> {
 }
 
 /// The event each function gets, as its trigger sends it.
-async fn event(w: &World, function: &str) -> Value {
+fn event(function: &str) -> Value {
     match function {
         "dataverse-upsert" => upsert_batch(),
         "initial-sync" => {
             // The first page job of a sync, as the sync queue delivers it (BatchSize 1).
-            let _ = w;
             let body = message::encode(
                 "bench",
                 Message::SyncPage(pipeline::message::SyncPageJob {
@@ -283,7 +282,7 @@ fn main() {
                 .await;
                 starts.push(ready(&p).await);
                 if run == 0 {
-                    let e = event(&w, name).await;
+                    let e = event(name);
                     match p.invoke(e).await {
                         Outcome::Response(r) => {
                             let failures = r["batchItemFailures"].as_array().map_or(0, Vec::len);

@@ -447,6 +447,22 @@ impl Queues {
             &self.webhook_dlq,
         ]
     }
+
+    /// The stack's Outputs as `aws cloudformation describe-stacks --query 'Stacks[0].Outputs'`
+    /// prints them (what `crm-sync serve --stack-outputs` reads), with the run ledger's table.
+    pub fn stack_outputs(&self, jobs_table: &str) -> String {
+        let out = |k: &str, v: &str| serde_json::json!({"OutputKey": k, "OutputValue": v});
+        serde_json::json!([
+            out("SyncQueueUrl", &self.sync.url),
+            out("UpsertQueueUrl", &self.upsert.url),
+            out("RetryQueueUrl", &self.retry.url),
+            out("SyncDlqUrl", &self.sync_dlq.url),
+            out("UpsertDlqUrl", &self.upsert_dlq.url),
+            out("WebhookDlqUrl", &self.webhook_dlq.url),
+            out("JobsTableName", jobs_table),
+        ])
+        .to_string()
+    }
 }
 
 /// The template's queue settings, scaled for tests: the template gives the upsert and retry
