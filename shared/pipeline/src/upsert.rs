@@ -238,9 +238,10 @@ pub async fn apply_changes(
     winners.sort_unstable();
     for i in winners {
         let p = &pending[i];
-        if let (Some(versions), false, Some(at)) =
-            (ports.versions, p.from_page, p.change.modified_at)
-        {
+        // A first delivery of a sync page is not checked (see `versions`); a redelivered one is,
+        // since a webhook for one of its records may have been written since.
+        let checked = !p.from_page || messages[p.msg].receive_count > 1;
+        if let (Some(versions), true, Some(at)) = (ports.versions, checked, p.change.modified_at) {
             match versions.advance(&p.change.key(), at).await {
                 Ok(true) => {}
                 Ok(false) => {

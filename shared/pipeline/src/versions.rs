@@ -6,9 +6,11 @@
 //! overtaken. FIFO groups keep a record's messages in the order they were *queued*, not the
 //! order the CRM made the changes. So before a change that did not come from a sync page is
 //! written, its source timestamp is recorded here as the record's newest version, and a change
-//! older than the recorded one is superseded instead of written. Sync pages are a snapshot
-//! whose window the catch-up pass closes; they are not recorded (one conditional write per
-//! record of an initial sync would cost more than it protects).
+//! older than the recorded one is superseded instead of written. A sync page's first delivery is
+//! a snapshot whose window the catch-up pass closes; it is not checked (one conditional write
+//! per record of an initial sync would cost more than it protects). A redelivered page is
+//! checked: a webhook for one of its records may have been written between its deliveries, and
+//! the page would write an older version over it.
 //!
 //! Equal timestamps are allowed: a redelivered message must still be written (its first attempt
 //! may have failed after the version was recorded).
