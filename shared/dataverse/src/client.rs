@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::auth::{AuthError, ClientCredentials, Credential, transport_error};
 use crate::batch::{self, MAX_BATCH_OPERATIONS};
 use crate::classify::{classify, error_of, parse_retry_after};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, Throttle};
 use crate::secret::Secret;
 use crate::writer::{Applied, DataverseWriter, WriteError};
 
@@ -291,7 +291,9 @@ impl WebApiClient {
                     let wait = r
                         .retry_after
                         .unwrap_or(Duration::from_secs(1 << attempt.min(6)));
-                    self.limiter.on_throttle(wait);
+                    let limit = crate::classify::error_of(&r.body)
+                        .map_or(Throttle::Concurrency, |(code, _)| Throttle::of_code(&code));
+                    self.limiter.on_throttle(wait, limit);
                     throttled_for += wait;
                     self.stats
                         .throttle_wait_ms

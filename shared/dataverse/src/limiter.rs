@@ -1,9 +1,16 @@
 //! Adaptive concurrency for Dataverse writes, as "Send parallel requests" and "Service protection
 //! API limits" advise: start from the `x-ms-dop-hint` the service sends, and on a 429 pause
 //! everything for its Retry-After (the limits are per user, so every request would be refused
-//! alike) and step down. Every pause costs a whole Retry-After, so the limiter remembers the
-//! level that was throttled and settles just below it, probing above only after a long calm; a
-//! second 429 soon after the first means the budget shrank, and it halves instead.
+//! alike).
+//!
+//! What else a 429 changes depends on which limit it names. Over the concurrent-request limit
+//! (`0x80072326`) fewer requests must be in flight: the limiter steps down, remembers the level
+//! that was throttled and settles just below it, probing above only after a long calm; a second
+//! 429 soon after the first means the budget shrank, and it halves. Over the request-count or
+//! execution-time budget of the sliding window (`0x80072322`, `0x80072321`) the level is not the
+//! cause: the window is full, and its Retry-After says when enough of it frees. Stepping down
+//! there would leave the window's budget unspent once it frees (the settled level could stay
+//! below the rate the budget allows for the rest of a run), so the limiter only pauses.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -27,6 +34,26 @@ struct State {
     /// Highest level known not to be throttled, once a 429 has been seen.
     settled: Option<u32>,
     last_throttle: Option<Instant>,
+}
+
+/// Which service protection limit a 429 names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// Too many requests at once (`0x80072326`), or a 429 that does not say.
+    Concurrency,
+    /// The sliding window's request count or execution time is spent (`0x80072322`,
+    /// `0x80072321`).
+    Budget,
+}
+
+impl Throttle {
+    /// From the 429's error code.
+    pub fn of_code(code: &str) -> Throttle {
+        match code {
+            "0x80072322" | "0x80072321" => Throttle::Budget,
+            _ => Throttle::Concurrency,
+        }
+    }
 }
 
 /// A slot; released on drop.
@@ -101,13 +128,13 @@ impl Limiter {
         }
     }
 
-    pub fn on_throttle(&self, retry_after: Duration) {
+    pub fn on_throttle(&self, retry_after: Duration, limit: Throttle) {
         let mut st = self.state.lock().expect("lock");
         let now = Instant::now();
         let until = now + retry_after;
         // Requests that were in flight together are refused together: one step down for all.
         let already_paused = st.paused_until.is_some_and(|t| t > now);
-        if !already_paused {
+        if !already_paused && limit == Throttle::Concurrency {
             let soon_again = st
                 .last_throttle
                 .is_some_and(|t| now - t < retry_after * 3 + Duration::from_secs(1));
@@ -155,9 +182,9 @@ mod tests {
         let l = Limiter::new(4, 52);
         l.on_hint(8);
         assert_eq!(l.limit(), 8);
-        l.on_throttle(Duration::from_secs(2));
+        l.on_throttle(Duration::from_secs(2), Throttle::Concurrency);
         // Everything in flight was refused at once: one step down, not one per request.
-        l.on_throttle(Duration::from_secs(2));
+        l.on_throttle(Duration::from_secs(2), Throttle::Concurrency);
         assert_eq!(l.limit(), 7);
         let start = Instant::now();
         let p = l.acquire().await;
@@ -177,10 +204,30 @@ mod tests {
         assert_eq!(l.limit(), 8);
         // Throttled again soon after: the budget shrank, halve.
         tokio::time::advance(Duration::from_secs(3)).await;
-        l.on_throttle(Duration::from_secs(2));
+        l.on_throttle(Duration::from_secs(2), Throttle::Concurrency);
         assert_eq!(l.limit(), 4);
         l.on_hint(100);
         assert!(l.limit() <= 52);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_pauses_without_stepping_down() {
+        let l = Limiter::new(8, 52);
+        for code in ["0x80072321", "0x80072322"] {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            l.on_throttle(Duration::from_secs(3), Throttle::of_code(code));
+            assert_eq!(l.limit(), 8, "{code}");
+            let start = Instant::now();
+            drop(l.acquire().await);
+            assert!(Instant::now() - start >= Duration::from_secs(3), "{code}");
+        }
+        // Below the level after the pause, it still ramps up at the usual pace.
+        for _ in 0..8 {
+            l.on_success();
+        }
+        assert_eq!(l.limit(), 9);
+        assert_eq!(Throttle::of_code("0x80072326"), Throttle::Concurrency);
+        assert_eq!(Throttle::of_code(""), Throttle::Concurrency);
     }
 
     #[tokio::test(start_paused = true)]
