@@ -158,8 +158,11 @@ struct Change {
     /// Must survive a power cut once answered (a send): the group commits with
     /// `synchronous = FULL`.
     durable: bool,
-    apply: Box<dyn FnOnce(&Connection, i64) -> Applied + Send>,
+    apply: Apply,
 }
+
+/// Applies a change to the file (inside a savepoint) at a time in unix ms.
+type Apply = Box<dyn FnOnce(&Connection, i64) -> Applied + Send>;
 
 /// A change applied: whether it succeeded (else its savepoint is rolled back), whether it should
 /// wake waiters, and how to answer its caller.

@@ -244,6 +244,7 @@ impl Parent {
 
 /// One CRM record change, mapped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ChangeWire")]
 pub struct Change {
     pub source: SourceId,
     pub entity: Entity,
@@ -257,6 +258,53 @@ pub struct Change {
     pub parent: Parent,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_url: Option<String>,
+}
+
+/// [`Change`] as it is read: the same fields, with the operation's tag and fields side by side.
+/// Deriving `Deserialize` through `#[serde(flatten)]` buffered every change (its whole field
+/// map) and read it twice: a third of the upsert step's decoding time.
+#[derive(Deserialize)]
+struct ChangeWire {
+    source: SourceId,
+    entity: Entity,
+    source_id: String,
+    op: OperationKind,
+    #[serde(default)]
+    fields: Option<Map<String, Value>>,
+    #[serde(default)]
+    modified_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    parent: Parent,
+    #[serde(default)]
+    record_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OperationKind {
+    Upsert,
+    Delete,
+}
+
+impl TryFrom<ChangeWire> for Change {
+    type Error = &'static str;
+
+    fn try_from(w: ChangeWire) -> Result<Self, Self::Error> {
+        let op = match (w.op, w.fields) {
+            (OperationKind::Upsert, Some(fields)) => Operation::Upsert { fields },
+            (OperationKind::Upsert, None) => return Err("missing field `fields`"),
+            (OperationKind::Delete, _) => Operation::Delete,
+        };
+        Ok(Change {
+            source: w.source,
+            entity: w.entity,
+            source_id: w.source_id,
+            op,
+            modified_at: w.modified_at,
+            parent: w.parent,
+            record_url: w.record_url,
+        })
+    }
 }
 
 impl Change {

@@ -291,12 +291,13 @@ pub async fn apply_changes(
     let mut parked: BTreeMap<(u32, String, bool), Vec<Change>> = BTreeMap::new();
     let mut parked_owner: BTreeMap<(u32, String, bool), Vec<usize>> = BTreeMap::new();
     for (_, ops) in by_entity {
-        let reqs: Vec<mapping::DataverseOp> = ops.iter().map(|(_, op)| op.clone()).collect();
+        let (owners, reqs): (Vec<usize>, Vec<mapping::DataverseOp>) = ops.into_iter().unzip();
         let results = ports.writer.apply(&reqs, ports.deadline).await;
+        drop(reqs);
         for d in ports.writer.drain_latencies() {
             ports.metrics.observe_latency(d);
         }
-        for ((i, _), result) in ops.iter().zip(results) {
+        for (i, result) in owners.iter().zip(results) {
             let p = &pending[*i];
             let dims = dims_of(&p.change);
             let counted = match &result {
