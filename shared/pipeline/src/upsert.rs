@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use dataverse::{Applied, DataverseWriter, FailureKind};
 use mapping::{Change, Entity, RecordKey, row};
 use tracing::{info, warn};
@@ -103,6 +104,39 @@ fn stale_page(m: &InMessage, after: Duration) -> bool {
     m.receive_count > 1
         && m.sent_at_ms
             .is_none_or(|t| now_ms().saturating_sub(t) >= after.as_millis() as i64)
+}
+
+/// Version checks in flight at once: each is a round trip to the store (a DynamoDB conditional
+/// write on AWS), and a redelivered sync page has one per record.
+const VERSION_CHECKS_AT_ONCE: usize = 32;
+
+/// Checks the changes that must be checked against the newest version written (see
+/// [`crate::versions`]): whether each may be written, by index into `pending`. A first delivery
+/// of a sync page is not checked; a redelivered one is, since a webhook for one of its records
+/// may have been written since.
+async fn check_versions(
+    versions: Option<&dyn crate::versions::Versions>,
+    winners: &[usize],
+    pending: &[Pending],
+    messages: &[InMessage],
+) -> HashMap<usize, Result<bool, String>> {
+    use futures::StreamExt;
+    let Some(versions) = versions else {
+        return HashMap::new();
+    };
+    let mut checked: Vec<(usize, RecordKey, DateTime<Utc>)> = Vec::new();
+    for &i in winners {
+        let p = &pending[i];
+        let check = !p.from_page || messages[p.msg].receive_count > 1;
+        if let (true, Some(at)) = (check, p.change.modified_at) {
+            checked.push((i, p.change.key(), at));
+        }
+    }
+    futures::stream::iter(checked)
+        .map(|(i, key, at)| async move { (i, versions.advance(&key, at).await) })
+        .buffer_unordered(VERSION_CHECKS_AT_ONCE)
+        .collect()
+        .await
 }
 
 /// What happened to a batch.
@@ -236,13 +270,11 @@ pub async fn apply_changes(
     let mut by_entity: BTreeMap<Entity, Vec<(usize, mapping::DataverseOp)>> = BTreeMap::new();
     let mut winners: Vec<usize> = winner.into_values().collect();
     winners.sort_unstable();
+    let verdicts = check_versions(ports.versions, &winners, &pending, messages).await;
     for i in winners {
         let p = &pending[i];
-        // A first delivery of a sync page is not checked (see `versions`); a redelivered one is,
-        // since a webhook for one of its records may have been written since.
-        let checked = !p.from_page || messages[p.msg].receive_count > 1;
-        if let (Some(versions), true, Some(at)) = (ports.versions, checked, p.change.modified_at) {
-            match versions.advance(&p.change.key(), at).await {
+        if let Some(verdict) = verdicts.get(&i) {
+            match verdict {
                 Ok(true) => {}
                 Ok(false) => {
                     // A newer version of this record was written already.
